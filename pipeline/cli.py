@@ -1,0 +1,32 @@
+"""Shared plumbing for the stage CLIs in stages/: argument parsing and clean user errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from pipeline.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every stage shares (`--params`)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    return parser
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's main; a UserError becomes one clear line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

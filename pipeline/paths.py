@@ -1,0 +1,39 @@
+"""Where every stage reads and writes, relative to the project root (one source of truth)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = Path("data")
+RAW = DATA / "raw"            # raw/<dataset>/...: what a source fetched or listed
+CROPS = DATA / "crops"        # crops/<dataset>/{train,test}/{hr,lr}/*.png + manifest.csv
+MODELS = Path("models")       # models/<dataset>/<strategy slug>/: generator.pt, config.json, log.csv
+WEIGHTS = Path("weights")     # weights/<network>.pt + weights/manifest.json (ImageNet backbones)
+RESULTS = Path("results")     # results/<dataset>/: per_image.csv, sr/<slug>/*.png
+METRICS = Path("metrics")     # metrics/<dataset>.json: per-strategy means (dvc metrics)
+REPORTS = Path("reports")     # reports/index.html, reports/<version>/index.html
+PAPER_RESULTS = Path(__file__).parent / "resources" / "gcn_paper_results.csv"
+
+
+def raw_dir(dataset: str) -> Path:
+    return RAW / dataset
+
+
+def crops_dir(dataset: str) -> Path:
+    return CROPS / dataset
+
+
+def manifest_path(dataset: str) -> Path:
+    return CROPS / dataset / "manifest.csv"
+
+
+def models_dir(dataset: str) -> Path:
+    return MODELS / dataset
+
+
+def results_dir(dataset: str) -> Path:
+    return RESULTS / dataset
+
+
+def metrics_path(dataset: str) -> Path:
+    return METRICS / f"{dataset}.json"
