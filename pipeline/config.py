@@ -245,3 +245,56 @@ def dataset_spec(params: dict, name: str) -> dict:
     spec["name"] = name
     spec.setdefault("test_only", False)
     return spec
+
+
+def _merge(base: Any, overlay: Any) -> Any:
+    """Deep-merge `overlay` into the round-trip mapping `base` in place (lists are replaced)."""
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        elif isinstance(value, list):
+            from ruamel.yaml.comments import CommentedSeq
+
+            seq = CommentedSeq(value)
+            seq.fa.set_flow_style()  # keep `datasets: [a, b]` on one line, as written by hand
+            base[key] = seq
+        else:
+            base[key] = value
+    return base
+
+
+def apply_overlay(params_path: str | Path, overlay_path: str | Path) -> dict:
+    """Merge an overlay (e.g. configs/paper.yaml) into the parameters file, keeping its comments.
+
+    The merged result is validated before anything is written, so a bad overlay leaves the
+    parameters file untouched.
+    """
+    from ruamel.yaml import YAML  # round-trip YAML (ships with dvc) keeps the file's comments
+
+    params_path, overlay_path = Path(params_path), Path(overlay_path)
+    if not overlay_path.is_file():
+        raise ConfigError(f"{overlay_path}: overlay file not found")
+    overlay = yaml.safe_load(overlay_path.read_text()) or {}
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"{overlay_path}: must be a mapping of parameters")
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096  # never re-wrap long lines of the hand-written file
+    with params_path.open() as fh:
+        merged = _merge(rt.load(fh), overlay)
+    try:
+        validate(yaml.safe_load(_dump(rt, merged)))
+    except ConfigError as err:
+        raise ConfigError(f"{overlay_path}: {err}") from None
+    tmp = params_path.with_suffix(".yaml.tmp")
+    tmp.write_text(_dump(rt, merged))
+    tmp.replace(params_path)
+    return load_params(params_path)
+
+
+def _dump(rt: Any, data: Any) -> str:
+    import io
+
+    buf = io.StringIO()
+    rt.dump(data, buf)
+    return buf.getvalue()
