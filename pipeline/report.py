@@ -1,0 +1,586 @@
+"""The versioned HTML report: Tables 2-5 beside the paper, figures, training curves, run card.
+
+`build_report` reads what the other stages wrote (metrics/<ds>.json, results/<ds>/sr/,
+data/crops/<ds>/, models/<ds>/<slug>/, data/raw/<ds>/SOURCE.json, weights/manifest.json) and
+writes, under reports/:
+
+- `<version>/index.html`: one self-contained page (inline CSS, images as data: URIs) that
+  opens offline; `<version>/summary.json`: the numbers the comparison page needs;
+- `index.html`: the newest report's content plus links to every version found;
+- `compare.html`: the headline numbers of every version side by side.
+
+The version is the DVC experiment name inside `dvc exp run` (DVC sets DVC_EXP_NAME for every
+stage command of an experiment), else `<git short rev>[-dirty]-<params hash>`.
+The table logic lives in pipeline.tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import importlib.metadata
+import io
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline import paths, strategies, tables
+from pipeline.errors import UserError
+from pipeline.imageset import read_manifest, read_png
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+PACKAGES = ("torch", "torchvision", "lpips", "dvc", "snakemake", "numpy", "pandas", "scikit-image",
+            "opencv-python-headless", "jinja2", "matplotlib", "PyYAML")
+# The comparison page's headline numbers: the selection rule's score, then two single networks.
+COMPARE_METRICS = (
+    ("max_pe", "max PE (the selection rule's score)"),
+    ("pe_alex_lin", "Alex-l (calibrated AlexNet PE)"),
+    ("pe_vgg_lin", "VGG-l (calibrated VGG PE)"),
+    ("l2", "L2"),
+)
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# Git pathspecs of files whose changes do not make a run's code "dirty": outputs of the run itself,
+# .gitignore entries DVC adds, and the parameters, which the version names by their hash.
+NOT_CODE = (":(exclude)dvc.lock", ":(exclude)params.yaml", ":(exclude)reports", ":(exclude)metrics",
+            ":(exclude)plots", ":(exclude,glob)**/.gitignore")
+
+
+# ---------------------------------------------------------------- small helpers
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _png_data_uri(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_info(root: Path) -> dict:
+    """The code's git revision and whether tracked source files differ from it."""
+    rev = _git(root, "rev-parse", "HEAD")
+    if not rev:
+        return {"available": False, "rev": None, "short": None, "dirty": False}
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                  *NOT_CODE)
+    return {"available": True, "rev": rev, "short": rev[:7], "dirty": bool(status)}
+
+
+def params_hash(params: Mapping) -> str:
+    """8 hex digits identifying a parameter set (order of keys does not matter)."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def report_version(params: Mapping, root: Path = Path("."), override: str | None = None) -> str:
+    """The name of this report's folder under reports/ (see the module docstring)."""
+    name = override or os.environ.get("DVC_EXP_NAME")
+    if not name:
+        git = git_info(root)
+        rev = (git["short"] + ("-dirty" if git["dirty"] else "")) if git["available"] else "nogit"
+        name = f"{rev}-{params_hash(params)}"
+    if not VERSION_PATTERN.match(name):
+        raise UserError(f"report version {name!r}: use letters, digits, '.', '_' and '-' only (it names a folder)")
+    return name
+
+
+def flatten(mapping: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Nested params as dotted keys (`train.iterations`), lists kept as their JSON text."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def package_versions() -> list[tuple[str, str]]:
+    out = [("python", platform.python_version())]
+    for name in PACKAGES:
+        try:
+            out.append((name, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            out.append((name, "not installed"))
+    return out
+
+
+def ordered(names) -> list[str]:
+    """Strategy names in the registry's order, unknown names last."""
+    known = [n for n in strategies.NAMES if n in names]
+    return known + sorted(n for n in names if n not in strategies.NAMES)
+
+
+# ---------------------------------------------------------------- inputs
+
+def load_metrics(params: Mapping, root: Path) -> dict[str, dict]:
+    """metrics/<ds>.json of every dataset of the run; a missing one is a clear error."""
+    out = {}
+    for ds in params["datasets"]:
+        path = root / paths.metrics_path(ds)
+        record = _read_json(path)
+        if record is None:
+            raise UserError(f"{path}: no metrics for dataset {ds!r}; run the evaluate stage first (dvc repro evaluate@{ds})")
+        out[ds] = record
+    return out
+
+
+def model_records(dataset: str, names, root: Path) -> dict[str, dict]:
+    """models/<ds>/<slug>/config.json of each strategy that has one."""
+    out = {}
+    for name in names:
+        record = _read_json(root / paths.models_dir(dataset) / strategies.slug(name) / "config.json")
+        if record is not None:
+            out[name] = record
+    return out
+
+
+# ---------------------------------------------------------------- figures
+
+def zoom_box(hr: np.ndarray, zoom: int) -> tuple[int, int, int]:
+    """(y, x, size) of the window of side H/zoom with the most detail (gradient energy) in an HR image."""
+    height, width = hr.shape[:2]
+    size = max(4, min(height, width) // max(zoom, 1))
+    grey = hr.astype(np.float64).mean(axis=2)
+    energy = np.abs(np.diff(grey, axis=0, append=grey[-1:])) + np.abs(np.diff(grey, axis=1, append=grey[:, -1:]))
+    integral = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size] + integral[:-size, :-size]
+    y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(y), int(x), size
+
+
+def _nearest_upscale(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    ys = (np.arange(height) * image.shape[0] // height).clip(0, image.shape[0] - 1)
+    xs = (np.arange(width) * image.shape[1] // width).clip(0, image.shape[1] - 1)
+    return image[ys][:, xs]
+
+
+def qualitative_figure(dataset: str, names: list[str], root: Path, n_images: int, zoom: int,
+                       winner: str | None = None) -> dict | None:
+    """Like the paper's Figs. 5-7: rows of test images as LR | each method | HR, each with a zoomed crop."""
+    if n_images < 1:
+        return None
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    manifest = read_manifest(dataset, root)
+    rows = manifest[manifest["split"] == "test"].sort_values("id").head(n_images)
+    if rows.empty:
+        return None
+    base = root / paths.crops_dir(dataset)
+    panels = [("LR (nearest)", None)] + [(tables.method_label(n), n) for n in names] + [("HR (reference)", None)]
+    n_cols = len(panels)
+    fig = Figure(figsize=(1.3 * n_cols, 2.7 * len(rows)), dpi=100, layout="constrained")
+    axes = fig.subplots(2 * len(rows), n_cols, squeeze=False)
+    missing = []
+    for r, (_, row) in enumerate(rows.iterrows()):
+        hr = read_png(base / row["hr"])
+        lr = read_png(base / row["lr"])
+        y, x, size = zoom_box(hr, zoom)
+        images = [_nearest_upscale(lr, *hr.shape[:2])]
+        for name in names:
+            path = root / paths.results_dir(dataset) / "sr" / strategies.slug(name) / f"{row['id']}.png"
+            if path.is_file():
+                images.append(read_png(path))
+            else:
+                images.append(None)
+                missing.append(f"{strategies.slug(name)}/{row['id']}.png")
+        images.append(hr)
+        for c, ((title, name), image) in enumerate(zip(panels, images)):
+            top, bottom = axes[2 * r, c], axes[2 * r + 1, c]
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if r == 0:
+                top.set_title(title, fontsize=8, fontweight="bold" if name and name == winner else "normal",
+                              color="#b35900" if name and name == winner else "black")
+            if image is None:
+                for ax in (top, bottom):
+                    ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                continue
+            top.imshow(image, interpolation="nearest")
+            top.add_patch(Rectangle((x - 0.5, y - 0.5), size, size, fill=False, edgecolor="#ff3030", linewidth=1.5))
+            bottom.imshow(image[y:y + size, x:x + size], interpolation="nearest")
+        axes[2 * r, 0].set_ylabel(str(row["id"]), fontsize=8)
+        axes[2 * r + 1, 0].set_ylabel(f"zoom x{zoom}", fontsize=8)
+    return {"uri": _png_data_uri(fig), "ids": list(rows["id"]), "missing": missing}
+
+
+def training_curves(dataset: str, names: list[str], root: Path) -> dict | None:
+    """Loss over iterations of every trained strategy (models/<ds>/<slug>/log.csv), one panel each."""
+    from matplotlib.figure import Figure
+
+    logs = {}
+    for name in names:
+        path = root / paths.models_dir(dataset) / strategies.slug(name) / "log.csv"
+        if path.is_file():
+            frame = pd.read_csv(path)
+            if "iteration" in frame.columns and len(frame):
+                logs[name] = frame
+    if not logs:
+        return None
+    n_cols = min(5, len(logs))
+    n_rows = -(-len(logs) // n_cols)
+    fig = Figure(figsize=(3.4 * n_cols, 2.5 * n_rows), dpi=100, layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    for ax, (name, frame) in zip(axes, logs.items()):
+        losses = [c for c in frame.columns if c.startswith("loss")]
+        positive = all((frame[c].dropna() > 0).all() for c in losses)
+        for column in losses:
+            ax.plot(frame["iteration"], frame[column], linewidth=1, label=column.removeprefix("loss_"))
+        if positive and losses:
+            ax.set_yscale("log")
+        ax.set_title(tables.method_label(name), fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if losses:
+            ax.legend(fontsize=7, frameon=False)
+    for ax in axes[len(logs):]:
+        ax.set_visible(False)
+    return {"uri": _png_data_uri(fig), "strategies": list(logs)}
+
+
+# ---------------------------------------------------------------- run card
+
+def _files_list(files: Any) -> list[dict]:
+    """SOURCE.json `files` as rows {name, sha256, size}, whether a list of records or a mapping."""
+    rows = []
+    if isinstance(files, Mapping):
+        for name, value in files.items():
+            record = dict(value) if isinstance(value, Mapping) else {"sha256": value}
+            rows.append({"name": name, "sha256": record.get("sha256"), "size": record.get("size")})
+    elif isinstance(files, list):
+        for item in files:
+            if isinstance(item, Mapping):
+                name = item.get("name") or item.get("path") or item.get("file") or "?"
+                rows.append({"name": name, "sha256": item.get("sha256"), "size": item.get("size")})
+            else:
+                rows.append({"name": str(item), "sha256": None, "size": None})
+    return rows
+
+
+MAX_FILES_LISTED = 20
+
+
+def data_sources(params: Mapping, root: Path) -> list[dict]:
+    """Per dataset: SOURCE.json (origin, licence, file checksums) and the crop stage's info.json."""
+    out = []
+    for ds in params["datasets"]:
+        record = _read_json(root / paths.raw_dir(ds) / "SOURCE.json") or {}
+        info = _read_json(root / paths.crops_dir(ds) / "info.json") or {}
+        fields = {k: v for k, v in record.items() if k != "files" and not isinstance(v, (dict, list))}
+        nested = {k: v for k, v in record.items() if k != "files" and isinstance(v, (dict, list))}
+        files = _files_list(record.get("files"))
+        # one digest over every file's checksum identifies the whole raw set even when the list is cut
+        digest = hashlib.sha256("\n".join(f"{f['name']} {f['sha256']}" for f in files).encode()).hexdigest()
+        crops = {k: info[k] for k in ("counts", "hr_size", "lr_size", "scale", "downscale", "split", "seed",
+                                      "skipped", "converted") if info.get(k) not in (None, {}, [])}
+        out.append({"dataset": ds, "found": bool(record), "fields": fields,
+                    "nested": {k: json.dumps(v) for k, v in nested.items()},
+                    "files": files[:MAX_FILES_LISTED], "n_files": len(files), "files_digest": digest if files else None,
+                    "description": params["data"][ds].get("description", ""),
+                    "crops": {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in crops.items()}})
+    return out
+
+
+def _weight_rows(record: Any) -> list[dict]:
+    """Weights records as rows {name, available, source, sha256, reason}.
+
+    Accepts one record, a list of records (each naming its `network`), or a mapping network -> record.
+    """
+    if isinstance(record, list):
+        items = [(r.get("network") or r.get("name") or "", r) for r in record if isinstance(r, Mapping)]
+    elif isinstance(record, Mapping) and any(k in record for k in ("sha256", "source", "available")):
+        items = [(record.get("network") or record.get("name") or "", record)]
+    elif isinstance(record, Mapping):
+        items = [(name, value) for name, value in record.items() if isinstance(value, Mapping)]
+    else:
+        items = []
+    return [{"name": name, "available": value.get("available", value.get("sha256") is not None),
+             "source": value.get("source"), "sha256": value.get("sha256"), "reason": value.get("reason")}
+            for name, value in items]
+
+
+def weight_sources(root: Path, records: Mapping[str, Mapping[str, dict]]) -> dict:
+    manifest = _read_json(root / paths.WEIGHTS / "manifest.json") or {}
+    if isinstance(manifest.get("networks"), Mapping):
+        manifest = manifest["networks"]
+    used = []
+    for ds, per_strategy in records.items():
+        for name, config in per_strategy.items():
+            for row in _weight_rows(config.get("weights")):
+                used.append({"dataset": ds, "strategy": name, **row})
+    return {"manifest": _weight_rows(manifest), "used": used}
+
+
+def _first(mapping: Mapping, *keys: str):
+    for key in keys:
+        if mapping.get(key) is not None:
+            return mapping[key]
+    return None
+
+
+def stage_timings(params: Mapping, metrics: Mapping[str, dict], records: Mapping[str, Mapping[str, dict]],
+                  root: Path) -> dict:
+    per_dataset, per_model = [], []
+    for ds in params["datasets"]:
+        info = _read_json(root / paths.crops_dir(ds) / "info.json") or {}
+        trained = records.get(ds, {})
+        train_total = sum(float(c.get("seconds") or 0) for c in trained.values())
+        per_dataset.append({"dataset": ds, "crop": info.get("seconds"), "train": train_total if trained else None,
+                            "evaluate": metrics[ds].get("seconds")})
+        for name, config in trained.items():
+            per_model.append({"dataset": ds, "strategy": name, "untrained": bool(config.get("untrained")),
+                              "iterations": config.get("iterations"), "seconds": config.get("seconds"),
+                              "seconds_per_iteration": config.get("seconds_per_iteration"),
+                              "device": config.get("device")})
+    return {"datasets": per_dataset, "models": per_model}
+
+
+def approximations(params: Mapping, metrics: Mapping[str, dict], root: Path) -> list[str]:
+    """Every way this run differs from the paper's setup, in words."""
+    notes = []
+    train, crop = params["train"], params["crop"]
+    if train["iterations"] < tables.PAPER_ITERATIONS:
+        notes.append(f"Trained for {train['iterations']} iterations; the paper trained {tables.PAPER_ITERATIONS}.")
+    if crop["hr_size"] < tables.PAPER_HR_SIZE:
+        lr = crop["hr_size"] // crop["scale"]
+        notes.append(f"HR crops of {crop['hr_size']}x{crop['hr_size']} (LR {lr}x{lr}); the paper used 256x256 (LR 64x64).")
+    if crop["scale"] != tables.PAPER_SCALE:
+        notes.append(f"Scale factor x{crop['scale']}; the paper used x4.")
+    if train["batch_size"] != tables.PAPER_BATCH_SIZE:
+        notes.append(f"Mini-batches of {train['batch_size']}; the paper used {tables.PAPER_BATCH_SIZE}.")
+    if abs(float(train["lr"]) - tables.PAPER_LR) > 1e-12:
+        notes.append(f"Adam learning rate {train['lr']}; the paper used 2e-4.")
+    selected = strategies.select(params["strategy"])
+    if set(selected) != set(strategies.NAMES):
+        notes.append("Only these strategies were selected for training: " + ", ".join(selected) + ".")
+    missing_nets: dict[str, set] = {}
+    for ds in params["datasets"]:
+        paper_ds, stand_in = tables.paper_dataset(params, ds)
+        if stand_in:
+            notes.append(f"{ds} stands in for the paper's {tables.PAPER_DATASET_LABELS[paper_ds]}: "
+                         f"its paper column holds the paper's numbers on other data.")
+        elif paper_ds is None:
+            notes.append(f"{ds} is not one of the paper's datasets: there are no paper values to compare with.")
+        n_test = metrics[ds].get("n_test")
+        if n_test is not None and n_test < tables.PAPER_TEST_IMAGES:
+            notes.append(f"{ds}: {n_test} test images; the paper used {tables.PAPER_TEST_IMAGES}.")
+        info = _read_json(root / paths.crops_dir(ds) / "info.json") or {}
+        counts = info.get("counts") if isinstance(info.get("counts"), Mapping) else info
+        n_train = _first(counts, "train", "n_train")
+        if paper_ds and isinstance(n_train, (int, float)) and n_train < tables.PAPER_TRAIN_IMAGES[paper_ds]:
+            notes.append(f"{ds}: {int(n_train)} training crops; the paper's {tables.PAPER_DATASET_LABELS[paper_ds]} "
+                         f"set had {tables.PAPER_TRAIN_IMAGES[paper_ds]:,} images.")
+        for net, reason in tables.na_reasons(metrics[ds]).items():
+            missing_nets.setdefault(f"{net}: {reason}", set()).add(ds)
+    for text, datasets in missing_nets.items():
+        net, reason = text.split(": ", 1)
+        notes.append(f"{tables.NETWORK_LABELS.get(net, net)} weights unavailable ({reason}): its two PE columns are "
+                     f"n/a on {', '.join(sorted(datasets))}, and the selection rule uses the remaining networks.")
+    return notes
+
+
+def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: str) -> dict:
+    records = {ds: model_records(ds, strategies.NAMES, root) for ds in params["datasets"]}
+    devices = sorted({str(m.get("device")) for m in metrics.values() if m.get("device")}
+                     | {str(c.get("device")) for r in records.values() for c in r.values() if c.get("device")})
+    return {
+        "version": version,
+        "git": git_info(root),
+        "exp_name": os.environ.get("DVC_EXP_NAME"),
+        "baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV"),
+        "params_hash": params_hash(params),
+        "params_yaml": yaml.safe_dump(dict(params), sort_keys=False, default_flow_style=None, width=100),
+        "packages": package_versions(),
+        "platform": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "devices": devices,
+        "timings": stage_timings(params, metrics, records, root),
+        "data_sources": data_sources(params, root),
+        "weights": weight_sources(root, records),
+        "approximations": approximations(params, metrics, root),
+        "conventions": next((m["conventions"] for m in metrics.values() if m.get("conventions")), {}),
+    }
+
+
+# ---------------------------------------------------------------- summary and versions
+
+def summary(params: Mapping, metrics: Mapping[str, dict], version: str, card: dict, created: str) -> dict:
+    """What the comparison page needs from one version (written as reports/<version>/summary.json)."""
+    datasets = {}
+    for ds, record in metrics.items():
+        scores = tables.rule_scores(record)
+        paper_ds, stand_in = tables.paper_dataset(params, ds)
+        rows = {}
+        for name, values in record.get("strategies", {}).items():
+            rows[name] = {c.key: values.get(c.key) for c in tables.COLUMNS} | {"max_pe": scores.get(name)}
+        datasets[ds] = {
+            "paper_dataset": paper_ds, "stand_in": stand_in, "n_test": record.get("n_test"),
+            "winner": (record.get("selection") or {}).get("winner") or tables.select_method(scores, rows),
+            "selected_gcn": tables.select_method(scores, tables.GCN_VARIANTS),
+            "strategies": rows,
+        }
+    return {"version": version, "created": created, "git": card["git"], "exp_name": card["exp_name"],
+            "params_hash": card["params_hash"], "params": flatten(params), "datasets": datasets}
+
+
+def list_versions(reports: Path) -> list[dict]:
+    """Every reports/<version>/summary.json, newest first."""
+    out = []
+    for path in sorted(reports.glob("*/summary.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            log.warning("%s: unreadable, left out of the version list", path)
+            continue
+        if not isinstance(record, dict):
+            continue
+        # summaries written by older code may lack fields the pages show
+        record["folder"] = path.parent.name
+        record["git"] = {"short": None, "dirty": False, **(record.get("git") or {})}
+        for key, default in (("created", ""), ("exp_name", None), ("params_hash", ""), ("params", {}), ("datasets", {})):
+            if record.get(key) is None:
+                record[key] = default
+        out.append(record)
+    return sorted(out, key=lambda r: (str(r.get("created", "")), r["folder"]), reverse=True)
+
+
+def comparison(versions: list[dict]) -> dict:
+    """The comparison page's content: which params differ, and headline metrics per dataset x strategy x version."""
+    keys = sorted({k for v in versions for k in v.get("params", {})})
+    differing = [k for k in keys if len({json.dumps(v.get("params", {}).get(k), default=str) for v in versions}) > 1]
+    datasets = []
+    for ds in dict.fromkeys(d for v in versions for d in v.get("datasets", {})):
+        names = ordered({n for v in versions for n in v.get("datasets", {}).get(ds, {}).get("strategies", {})})
+        metrics = []
+        for key, label in COMPARE_METRICS:
+            column = next((c for c in tables.COLUMNS if c.key == key), None)
+            decimals = column.decimals if column else 3
+            lower = column.lower_is_better if column else True
+            grid = {}
+            for v in versions:
+                entry = v.get("datasets", {}).get(ds, {})
+                values = [entry.get("strategies", {}).get(n, {}).get(key) for n in names]
+                best = tables.mark_best(values, lower, decimals)
+                for n, value, is_best in zip(names, values, best):
+                    grid[(n, v["folder"])] = {"value": value, "best": is_best, "winner": entry.get("winner") == n}
+            metrics.append({"key": key, "label": label, "decimals": decimals, "grid": grid})
+        datasets.append({"name": ds, "strategies": names, "metrics": metrics})
+    return {"differing": differing, "datasets": datasets}
+
+
+# ---------------------------------------------------------------- rendering
+
+def _fmt(value: Any, decimals: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "n/a"
+    if isinstance(value, float) and np.isinf(value):
+        return "inf"
+    return f"{value:.{decimals}f}"
+
+
+def _signed(value: float | None, decimals: int = 3) -> str:
+    return "" if value is None else f"{value:+.{decimals}f}"
+
+
+def _seconds(value: Any) -> str:
+    if value is None:
+        return "\u2014"
+    value = float(value)
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["j2"]),
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters.update(fmt=_fmt, signed=_signed, seconds=_seconds, label=tables.method_label)
+    return env
+
+
+def build_report(params: dict, root: Path = Path("."), version: str | None = None) -> Path:
+    """Write reports/<version>/index.html (+ summary.json), reports/index.html and reports/compare.html.
+
+    Returns the path of the version's page.
+    """
+    root = Path(root)
+    version = report_version(params, root, version)
+    created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    metrics = load_metrics(params, root)
+    paper = tables.load_paper()
+    table_list = tables.build_tables(params, metrics, paper)
+    card = run_card(params, metrics, root, version)
+
+    report_cfg = params.get("report", {})
+    datasets = []
+    for ds in params["datasets"]:
+        names = ordered(metrics[ds].get("strategies", {}))
+        block = tables.build_block(ds, metrics[ds], names, paper, params)
+        paper_ds, stand_in = tables.paper_dataset(params, ds)
+        paper_scores = {}
+        if paper_ds:
+            for m in tables.BASELINES + tables.GCN_VARIANTS:
+                paper_scores[m] = tables.max_pe({c.key: tables.paper_value(paper, paper_ds, m, c.key)
+                                                 for c in tables.COLUMNS if c.network})
+        log.info("report: figures for %s", ds)
+        datasets.append({
+            "name": ds, "block": block, "strategies": names, "n_test": metrics[ds].get("n_test"),
+            "description": params["data"][ds].get("description", ""),
+            "paper_winner": tables.select_method(paper_scores, paper_scores) if paper_scores else None,
+            "figure": qualitative_figure(ds, names, root, int(report_cfg.get("figures_per_dataset", 2)),
+                                         int(report_cfg.get("zoom", 4)), block.winner),
+            "curves": training_curves(ds, names, root),
+        })
+
+    reports = root / paths.REPORTS
+    record = summary(params, metrics, version, card, created)
+    _write_atomic(reports / version / "summary.json", json.dumps(record, indent=2, default=str))
+    versions = list_versions(reports)
+
+    env = environment()
+    page = env.get_template("report.html.j2")
+    context = {"version": version, "created": created, "tables": table_list, "columns": tables.COLUMNS,
+               "datasets": datasets, "card": card, "versions": versions}
+    out = reports / version / "index.html"
+    _write_atomic(out, page.render(**context, prefix="../", is_index=False))
+    _write_atomic(reports / "index.html", page.render(**context, prefix="", is_index=True))
+    _write_atomic(reports / "compare.html", env.get_template("compare.html.j2").render(
+        versions=versions, comparison=comparison(versions), created=created))
+    log.info("report: wrote %s, %s and %s", out, reports / "index.html", reports / "compare.html")
+    return out
+

@@ -1,0 +1,344 @@
+"""The paper's Tables 2-5 rebuilt from our metrics, beside the paper's own numbers.
+
+Pure table logic (no HTML, no figures): which methods and datasets each table holds, the
+paper's value for a cell and our difference to it, the best value per column (bold in the
+paper), ranks per column, n/a cells for perceptual networks whose weights were unavailable,
+the selection rule's winner, and the labels of stand-in datasets. pipeline.report renders it.
+
+Conventions:
+- Best and ranks are taken per column within one dataset block, on values rounded to the
+  column's displayed precision, so two values printed alike tie (both bold, same rank), as in
+  the paper's tables. Ranks are competition ranks (1, 1, 3). n/a values take no rank.
+- Differences are ours minus the paper's; for a stand-in dataset the paper's value comes from
+  the paper's dataset it replaces, and is labelled "paper (other data)".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pandas as pd
+
+from pipeline import paths
+
+PAPER_DATASETS = ("imagenet", "dtd", "sat")
+PAPER_DATASET_LABELS = {"imagenet": "ImageNet", "dtd": "DTD", "sat": "Sat"}
+PAPER_TEST_IMAGES = 1000
+PAPER_ITERATIONS = 5000
+PAPER_HR_SIZE = 256
+PAPER_SCALE = 4
+PAPER_BATCH_SIZE = 10
+PAPER_LR = 2e-4
+PAPER_TRAIN_IMAGES = {"imagenet": 70000, "dtd": 5600, "sat": 235183}  # GCN paper 4.3.1
+
+# Paper's row orders: Table 2 lists the GCN variants, Tables 3-4 the baselines first.
+GCN_VARIANTS = ("dis", "rec", "dis,rec", "adv", "adv,rec")
+BASELINES = ("mse", "adv,mse", "srgan")
+EXTRA_METHODS = ("bicubic", "ran", "cla")  # ours only: the paper has no row for them
+ALL_METHODS = BASELINES + GCN_VARIANTS + EXTRA_METHODS
+
+NETWORK_LABELS = {"squeeze": "SqueezeNet", "alex": "AlexNet", "vgg": "VGG"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric column: its key in metrics/<ds>.json and how the paper prints it."""
+
+    key: str
+    label: str
+    group: str
+    lower_is_better: bool
+    decimals: int
+    in_paper: bool
+    network: str | None = None
+    help: str = ""
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("l2", "L2", "Low-level", True, 3, True, help="mean squared error of RGB in [0,1]"),
+    Column("ssim_error", "SSIM", "Low-level", True, 3, True,
+           help="SSIM error (1 - SSIM) / 2, the paper's SSIM column (lower is better)"),
+    Column("pe_squeeze", "Squ", "Perceptual", True, 3, True, "squeeze", "LPIPS SqueezeNet, uncalibrated"),
+    Column("pe_squeeze_lin", "Squ-l", "Perceptual", True, 3, True, "squeeze", "LPIPS SqueezeNet, calibrated (lin)"),
+    Column("pe_alex", "Alex", "Perceptual", True, 3, True, "alex", "LPIPS AlexNet, uncalibrated"),
+    Column("pe_alex_lin", "Alex-l", "Perceptual", True, 3, True, "alex", "LPIPS AlexNet, calibrated (lin)"),
+    Column("pe_vgg", "VGG", "Perceptual", True, 3, True, "vgg", "LPIPS VGG16, uncalibrated"),
+    Column("pe_vgg_lin", "VGG-l", "Perceptual", True, 3, True, "vgg", "LPIPS VGG16, calibrated (lin)"),
+    Column("psnr", "PSNR", "Extra (not in the paper)", False, 2, False, help="dB on RGB (higher is better)"),
+    Column("psnr_y", "PSNR-Y", "Extra (not in the paper)", False, 2, False,
+           help="dB on the Y channel, border of `scale` pixels shaved (higher is better)"),
+    Column("ssim", "SSIM", "Extra (not in the paper)", False, 3, False, help="structural similarity (higher is better)"),
+)
+PE_KEYS = tuple(c.key for c in COLUMNS if c.network)
+
+
+def method_label(name: str) -> str:
+    """The paper's name of a method: `Psisr/dis,rec`, `SRGAN`, or ours (`bicubic`)."""
+    if name == "srgan":
+        return "SRGAN"
+    if name == "bicubic":
+        return "Bicubic"
+    return f"Psisr/{name}"
+
+
+@dataclass
+class Cell:
+    """One metric of one method on one dataset: ours, the paper's, best mark and rank."""
+
+    value: float | None
+    paper: float | None = None
+    std: float | None = None
+    na_reason: str | None = None
+    best: bool = False
+    rank: int | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.value is not None
+
+    @property
+    def diff(self) -> float | None:
+        if self.value is None or self.paper is None:
+            return None
+        return self.value - self.paper
+
+
+@dataclass
+class Row:
+    strategy: str
+    cells: dict[str, Cell]
+    in_paper: bool = False
+    winner: bool = False      # the selection rule's winner on this dataset
+    selected: bool = False    # the GCN variant the rule selects (Tables 3-4 use it)
+    max_pe: float | None = None
+
+    @property
+    def label(self) -> str:
+        return method_label(self.strategy)
+
+
+@dataclass
+class Block:
+    """The rows of one dataset inside a table."""
+
+    dataset: str
+    paper_dataset: str | None
+    stand_in: bool
+    rows: list[Row]
+    missing: list[str] = field(default_factory=list)   # the table's methods this run did not evaluate
+    winner: str | None = None
+    selected: str | None = None
+    paper_selected: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def paper_label(self) -> str | None:
+        """Heading of the paper's values: "paper", "paper (other data)", or None (no paper values)."""
+        if self.paper_dataset is None:
+            return None
+        return "paper (other data)" if self.stand_in else "paper"
+
+    @property
+    def paper_name(self) -> str | None:
+        """The paper's name of the dataset compared with (ImageNet, DTD, Sat)."""
+        return PAPER_DATASET_LABELS.get(self.paper_dataset) if self.paper_dataset else None
+
+    @property
+    def title(self) -> str:
+        if self.paper_dataset is None:
+            return f"{self.dataset} (not in the paper: no paper values)"
+        name = PAPER_DATASET_LABELS[self.paper_dataset]
+        if self.stand_in:
+            return f"{self.dataset}: stand-in for {name} (paper values are on other data)"
+        return name
+
+
+@dataclass
+class Table:
+    number: int
+    title: str
+    caption: str
+    blocks: list[Block]
+    columns: tuple[Column, ...] = COLUMNS
+    note: str | None = None
+
+    @property
+    def groups(self) -> list[tuple[str, int]]:
+        """Column groups and their spans, for the two-row header."""
+        out: list[tuple[str, int]] = []
+        for col in self.columns:
+            if out and out[-1][0] == col.group:
+                out[-1] = (col.group, out[-1][1] + 1)
+            else:
+                out.append((col.group, 1))
+        return out
+
+
+def load_paper(path: Path = paths.PAPER_RESULTS) -> pd.DataFrame:
+    """The paper's published numbers (Tables 2-5), one row per dataset and method."""
+    frame = pd.read_csv(path, dtype={"dataset": str, "method": str, "tables": str})
+    return frame.set_index(["dataset", "method"]).sort_index()
+
+
+def paper_dataset(params: Mapping, dataset: str) -> tuple[str | None, bool]:
+    """The paper's dataset whose numbers a dataset is compared with, and whether it is a stand-in."""
+    if dataset in PAPER_DATASETS:
+        return dataset, False
+    spec = params.get("data", {}).get(dataset, {})
+    target = spec.get("stand_in_for")
+    if target in PAPER_DATASETS:
+        return target, True
+    return None, False
+
+
+def paper_value(paper: pd.DataFrame, dataset: str | None, method: str, column: str) -> float | None:
+    """The paper's value of one cell, or None where the paper has no such row or column."""
+    if dataset is None or column not in paper.columns or (dataset, method) not in paper.index:
+        return None
+    value = paper.loc[(dataset, method), column]
+    return None if pd.isna(value) else float(value)
+
+
+def paper_selected(paper: pd.DataFrame, dataset: str | None) -> str | None:
+    """The GCN variant the paper carried from Table 2 into Table 3 or 4 for a dataset."""
+    if dataset is None or dataset not in paper.index.get_level_values(0):
+        return None
+    rows = paper.loc[dataset]
+    for method in GCN_VARIANTS:
+        if method in rows.index and set(str(rows.loc[method, "tables"]).split()) & {"3", "4"}:
+            return method
+    return None
+
+
+def ranks(values: Iterable[float | None], lower_is_better: bool, decimals: int) -> list[int | None]:
+    """Competition ranks (1 = best; ties share the lower rank) of values as displayed; None stays None."""
+    series = pd.Series([float("nan") if v is None else float(v) for v in values], dtype="float64")
+    ranked = series.round(decimals).rank(method="min", ascending=lower_is_better, na_option="keep")
+    return [None if pd.isna(r) else int(r) for r in ranked]
+
+
+def mark_best(values: Iterable[float | None], lower_is_better: bool, decimals: int) -> list[bool]:
+    """True for every value that is best as displayed (all tied best values); False for n/a."""
+    return [r == 1 for r in ranks(values, lower_is_better, decimals)]
+
+
+def max_pe(values: Mapping[str, float | None]) -> float | None:
+    """The selection rule's score of a method: its largest perceptual error over the available networks."""
+    available = [values[k] for k in PE_KEYS if values.get(k) is not None]
+    return max(available) if available else None
+
+
+def rule_scores(metrics: Mapping) -> dict[str, float | None]:
+    """max PE per strategy: as stored by the evaluate stage, else computed from the means."""
+    stored = (metrics.get("selection") or {}).get("max_pe") or {}
+    return {name: stored.get(name, max_pe(values)) for name, values in metrics.get("strategies", {}).items()}
+
+
+def select_method(scores: Mapping[str, float | None], candidates: Iterable[str]) -> str | None:
+    """The candidate minimising the maximum PE (the paper's rule); ties go to the earlier candidate."""
+    best, best_score = None, None
+    for name in candidates:
+        score = scores.get(name)
+        if score is not None and (best_score is None or score < best_score):
+            best, best_score = name, score
+    return best
+
+
+def na_reasons(metrics: Mapping) -> dict[str, str]:
+    """Why each unavailable perceptual network has no values (network -> reason)."""
+    out = {}
+    for net, record in (metrics.get("networks") or {}).items():
+        if not record.get("available", False):
+            out[net] = record.get("reason") or "weights unavailable"
+    return out
+
+
+def build_block(dataset: str, metrics: Mapping, methods: Iterable[str], paper: pd.DataFrame,
+                params: Mapping, columns: tuple[Column, ...] = COLUMNS) -> Block:
+    """One dataset's rows of a table: cells with paper values, best marks, ranks, winner."""
+    paper_ds, stand_in = paper_dataset(params, dataset)
+    strategies = metrics.get("strategies", {})
+    std = metrics.get("std", {}) or {}
+    reasons = na_reasons(metrics)
+    scores = rule_scores(metrics)
+    winner = (metrics.get("selection") or {}).get("winner") or select_method(scores, strategies)
+    selected = select_method(scores, GCN_VARIANTS)
+    methods = list(methods)
+    rows = []
+    for name in methods:
+        if name not in strategies:
+            continue
+        cells = {}
+        for col in columns:
+            value = strategies[name].get(col.key)
+            reason = None
+            if value is None:
+                reason = reasons.get(col.network) if col.network else None
+                reason = reason or "not computed by the evaluate stage"
+            cells[col.key] = Cell(
+                value=None if value is None else float(value),
+                paper=paper_value(paper, paper_ds, name, col.key) if col.in_paper else None,
+                std=(std.get(name) or {}).get(col.key),
+                na_reason=reason,
+            )
+        rows.append(Row(strategy=name, cells=cells, in_paper=paper_ds is not None and (paper_ds, name) in paper.index,
+                        winner=name == winner, selected=name == selected, max_pe=scores.get(name)))
+    for col in columns:
+        column_cells = [row.cells[col.key] for row in rows]
+        values = [c.value for c in column_cells]
+        for cell, rank in zip(column_cells, ranks(values, col.lower_is_better, col.decimals)):
+            cell.rank, cell.best = rank, rank == 1
+    block = Block(dataset=dataset, paper_dataset=paper_ds, stand_in=stand_in, rows=rows,
+                  missing=[m for m in methods if m not in strategies], winner=winner, selected=selected,
+                  paper_selected=paper_selected(paper, paper_ds))
+    for net, reason in reasons.items():
+        block.notes.append(f"{NETWORK_LABELS.get(net, net)} columns are n/a: {reason}")
+    if block.missing:
+        block.notes.append("not evaluated in this run: " + ", ".join(block.missing))
+    return block
+
+
+def _domain(params: Mapping, dataset: str) -> str | None:
+    return paper_dataset(params, dataset)[0]
+
+
+def build_tables(params: Mapping, metrics: Mapping[str, Mapping], paper: pd.DataFrame) -> list[Table]:
+    """Tables 2-5 for the datasets of a run (metrics: dataset -> metrics/<ds>.json content)."""
+    datasets = [d for d in params["datasets"] if d in metrics]
+
+    def selected_rows(ds: str, baselines: tuple[str, ...]) -> list[str]:
+        chosen = select_method(rule_scores(metrics[ds]), GCN_VARIANTS)
+        return list(baselines) + ([chosen] if chosen else [])
+
+    def note_selection(block: Block) -> Block:
+        ours = block.selected or "none"
+        paper_sel = block.paper_selected
+        text = f"selected GCN method (lowest maximum PE in Table 2): {ours}"
+        if paper_sel:
+            text += f"; the paper selected {paper_sel}"
+        block.notes.insert(0, text)
+        return block
+
+    t2 = Table(2, "The GCN variants on each dataset",
+               "Results of the GCN learning strategies in terms of the low-level metrics (L2 and SSIM error) "
+               "and the perceptual error on six LPIPS networks (paper's Table 2).",
+               [build_block(d, metrics[d], GCN_VARIANTS, paper, params) for d in datasets])
+    sat = [d for d in datasets if _domain(params, d) == "sat"]
+    t3 = Table(3, "The satellite domain: the selected GCN method against the baselines and SRGAN",
+               "MSE, adversarial MSE, SRGAN and the GCN method selected by Table 2 on the satellite domain "
+               "(paper's Table 3).",
+               [note_selection(build_block(d, metrics[d], selected_rows(d, BASELINES), paper, params)) for d in sat],
+               note=None if sat else "No dataset of this run is, or stands in for, the satellite domain (Sat).")
+    near = [d for d in datasets if _domain(params, d) in ("imagenet", "dtd")]
+    t4 = Table(4, "ImageNet and DTD: the selected GCN method against the baselines and SRGAN",
+               "MSE, adversarial MSE, SRGAN and the GCN method selected by Table 2 on ImageNet and DTD "
+               "(paper's Table 4).",
+               [note_selection(build_block(d, metrics[d], selected_rows(d, BASELINES), paper, params)) for d in near],
+               note=None if near else "No dataset of this run is, or stands in for, ImageNet or DTD.")
+    t5 = Table(5, "Every method on every dataset",
+               "All methods, including ours that the paper has no row for (bicubic, ran, cla: paper cell \u2014) "
+               "(paper's Table 5).",
+               [build_block(d, metrics[d], ALL_METHODS, paper, params) for d in datasets])
+    return [t2, t3, t4, t5]

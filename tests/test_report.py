@@ -1,0 +1,381 @@
+"""The report stage on a synthetic but schema-correct workspace, rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from skimage import data as skdata
+
+from pipeline import paths, strategies, tables
+from pipeline.config import load_params
+from pipeline.errors import UserError
+from pipeline.report import build_report, list_versions, report_version, zoom_box
+
+REPO = Path(__file__).resolve().parents[1]
+HR, SCALE = 32, 4
+METRIC_KEYS = ("l2", "ssim", "ssim_error", "psnr", "psnr_y", "pe_squeeze", "pe_squeeze_lin",
+               "pe_alex", "pe_alex_lin", "pe_vgg", "pe_vgg_lin")
+PHOTOS = {"sample-natural": "astronaut", "sample-texture": "brick", "sample-aerial": "coffee"}
+
+
+# ---------------------------------------------------------------- synthetic workspace
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def _write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+
+
+def default_params() -> dict:
+    return load_params(REPO / "params.yaml")
+
+
+def make_workspace(root: Path, params: dict, n_test: int = 3, squeeze_missing: bool = True, seed: int = 0) -> None:
+    """Files in the layout and schemas the crop/train/evaluate stages write, with small real crops."""
+    rng = np.random.default_rng(seed)
+    names = list(strategies.NAMES)
+    _write_json(root / paths.WEIGHTS / "manifest.json", {
+        "squeeze": {"available": not squeeze_missing, "source": None, "sha256": None,
+                    "reason": "SqueezeNet 1.1 weights: no offline source" if squeeze_missing else None},
+        "alex": {"available": True, "source": "registry:alexnet", "sha256": "a" * 64},
+        "vgg": {"available": True, "source": "torchvision", "sha256": "b" * 64},
+        "vgg19": {"available": True, "source": "torchvision", "sha256": "c" * 64},
+    })
+    for d_index, ds in enumerate(params["datasets"]):
+        photo = getattr(skdata, PHOTOS.get(ds, "astronaut"))()
+        photo = np.stack([photo] * 3, axis=-1) if photo.ndim == 2 else photo[..., :3]
+        crops = root / paths.crops_dir(ds)
+        rows, ids = [], []
+        for i in range(n_test):
+            cid = f"{i:05d}"
+            y, x = 40 + 37 * i, 60 + 53 * i
+            hr = np.ascontiguousarray(photo[y:y + HR, x:x + HR])
+            lr = cv2.resize(hr, (HR // SCALE, HR // SCALE), interpolation=cv2.INTER_AREA)
+            _write_png(crops / "test" / "hr" / f"{cid}.png", hr)
+            _write_png(crops / "test" / "lr" / f"{cid}.png", lr)
+            rows.append({"id": cid, "split": "test", "source": PHOTOS.get(ds, "x"), "x": x, "y": y, "size": HR,
+                         "hr": f"test/hr/{cid}.png", "lr": f"test/lr/{cid}.png"})
+            ids.append(cid)
+            up = cv2.resize(lr, (HR, HR), interpolation=cv2.INTER_CUBIC)
+            for s_index, name in enumerate(names):
+                noise = rng.normal(0, 3 * s_index, up.shape)
+                sr = np.clip(up.astype(float) + noise, 0, 255).astype(np.uint8)
+                _write_png(root / paths.results_dir(ds) / "sr" / strategies.slug(name) / f"{cid}.png", sr)
+        with open(crops / "manifest.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        _write_json(crops / "info.json", {"dataset": ds, "counts": {"train": 60, "test": n_test}, "hr_size": HR,
+                                          "scale": SCALE, "lr_size": HR // SCALE, "downscale": "bicubic",
+                                          "skipped": {}, "seconds": 1.5 + d_index})
+        n_files = 25 if d_index == 0 else 1    # a long file list is cut in the page
+        _write_json(root / paths.raw_dir(ds) / "SOURCE.json", {
+            "type": "skimage", "origin": f"skimage.data.{PHOTOS.get(ds, 'x')}", "license": "BSD-3-Clause",
+            "files": [{"path": f"{PHOTOS.get(ds, 'x')}{k}.png", "sha256": f"{d_index}" * 63 + f"{k % 10}",
+                       "size": 1234} for k in range(n_files)]})
+
+        means, stds, per_image = {}, {}, []
+        for s_index, name in enumerate(names):
+            values = {k: float(rng.uniform(0.01, 0.5)) for k in METRIC_KEYS}
+            values["psnr"], values["psnr_y"] = float(rng.uniform(18, 30)), float(rng.uniform(18, 30))
+            values["pe_squeeze"] = values["pe_squeeze_lin"] = None if squeeze_missing else values["pe_squeeze"]
+            means[name] = values
+            stds[name] = {k: (None if v is None else v / 10) for k, v in values.items()}
+            for cid in ids:
+                per_image.append({"id": cid, "strategy": name, **values})
+        scores = {n: tables.max_pe(v) for n, v in means.items()}
+        winner = min(scores, key=scores.get)
+        _write_json(root / paths.metrics_path(ds), {
+            "dataset": ds, "n_test": n_test, "seconds": 4.0, "device": "cpu",
+            "strategies": means, "std": stds,
+            "networks": {
+                "squeeze": ({"available": False, "reason": "SqueezeNet 1.1 weights: no offline source",
+                             "source": None, "sha256": None} if squeeze_missing
+                            else {"available": True, "source": "torchvision", "sha256": "d" * 64}),
+                "alex": {"available": True, "source": "registry:alexnet", "sha256": "a" * 64},
+                "vgg": {"available": True, "source": "torchvision", "sha256": "b" * 64}},
+            "selection": {"rule": "min over methods of the max PE over available networks", "winner": winner,
+                          "max_pe": scores, "networks_used": ["alex", "vgg"]},
+            "conventions": {"ssim_error": "(1 - SSIM) / 2"},
+        })
+        results = root / paths.results_dir(ds)
+        with open(results / "per_image.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["id", "strategy", *METRIC_KEYS])
+            writer.writeheader()
+            writer.writerows(per_image)
+
+        for name in names:
+            folder = root / paths.models_dir(ds) / strategies.slug(name)
+            folder.mkdir(parents=True, exist_ok=True)
+            if name == "bicubic":
+                _write_json(folder / "config.json", {"strategy": name, "untrained": True})
+                continue
+            iters = params["train"]["iterations"]
+            it = np.arange(1, iters + 1)
+            log = {"iteration": it, "loss_g": 1.0 / np.sqrt(it) + rng.uniform(0, 0.05, iters),
+                   "loss_content": 0.8 / np.sqrt(it)}
+            if name.startswith(("adv", "dis", "srgan")):
+                log["loss_d"] = 1.4 - 0.3 * it / iters
+            with open(folder / "log.csv", "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(log)
+                writer.writerows(zip(*log.values()))
+            config = {"strategy": name, "iterations": iters, "device": "cpu", "seconds": 12.0,
+                      "seconds_per_iteration": 12.0 / iters}
+            if name in ("cla", "srgan"):
+                config["weights"] = [{"network": "vgg19", "available": True, "source": "torchvision:url",
+                                      "sha256": "c" * 64}]
+            _write_json(folder / "config.json", config)
+
+
+# ---------------------------------------------------------------- HTML helpers
+
+class _Cells(HTMLParser):
+    """Cells of every `tr.ours` row of a metrics table: {(dataset, strategy): [(classes, text, title)]}."""
+
+    def __init__(self, table_id: str):
+        super().__init__()
+        self.table_id, self.inside, self.dataset, self.row, self.cell = table_id, False, None, None, None
+        self.rows: dict[tuple[str, str], list] = {}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.inside = attrs.get("id") == self.table_id
+        if not self.inside:
+            return
+        if tag == "tbody":
+            self.dataset = attrs.get("data-dataset")
+        elif tag == "tr" and "ours" in (attrs.get("class") or "").split():
+            self.row = self.rows.setdefault((self.dataset, attrs["data-strategy"]), [])
+        elif tag == "td" and self.row is not None:
+            self.cell = [attrs.get("class") or "", "", None]
+        elif tag == "span" and self.cell is not None and attrs.get("title"):
+            self.cell[2] = attrs["title"]
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.inside = False
+        elif tag == "td" and self.cell is not None:
+            self.row.append((self.cell[0].split(), " ".join(self.cell[1].split()), self.cell[2]))
+            self.cell = None
+        elif tag == "tr":
+            self.row = None
+
+    def handle_data(self, text):
+        if self.cell is not None:
+            self.cell[1] += text
+
+
+def metric_cells(html: str, table: int) -> dict:
+    parser = _Cells(f"metrics-{table}")
+    parser.feed(html)
+    return parser.rows
+
+
+# ---------------------------------------------------------------- tests
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workspace")
+    params = default_params()
+    make_workspace(root, params)
+    first = build_report(params, root, version="first")
+    other = copy.deepcopy(params)
+    other["train"]["iterations"] = 30
+    second = build_report(other, root, version="second")
+    return root, params, first, second
+
+
+def test_writes_versioned_pages_summary_index_and_compare(built):
+    root, params, first, second = built
+    reports = root / "reports"
+    assert first == reports / "first" / "index.html" and second == reports / "second" / "index.html"
+    for name in ("first", "second"):
+        summary = json.loads((reports / name / "summary.json").read_text())
+        assert set(summary["datasets"]) == set(params["datasets"])
+        for ds, entry in summary["datasets"].items():
+            metrics = json.loads((root / paths.metrics_path(ds)).read_text())
+            assert entry["winner"] == metrics["selection"]["winner"]
+            assert set(entry["strategies"]) == set(strategies.NAMES)
+    assert [v["folder"] for v in list_versions(reports)] == ["second", "first"]
+    index = (reports / "index.html").read_text()
+    assert 'href="first/index.html"' in index and 'href="second/index.html"' in index
+    compare = (reports / "compare.html").read_text()
+    # the parameter that differs between the two versions is named, the shared ones are not
+    assert "train.iterations" in compare and "train.batch_size" not in compare
+    for ds in params["datasets"]:
+        assert f'id="compare-{ds}"' in compare
+
+
+def test_page_is_self_contained(built):
+    _, _, first, _ = built
+    html = first.read_text()
+    assert not re.search(r'<(script|link|img|iframe)[^>]+(src|href)="(https?:)?//', html)
+    images = re.findall(r'<img[^>]+src="([^"]+)"', html)
+    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "<style>" in html
+
+
+def test_tables_show_paper_values_differences_and_na(built):
+    root, params, first, _ = built
+    html = first.read_text()
+    cells = metric_cells(html, 5)
+    columns = [c.key for c in tables.COLUMNS]
+    paper = {(r["dataset"], r["method"]): r for r in csv.DictReader(open(paths.PAPER_RESULTS))}
+    for ds in params["datasets"]:
+        metrics = json.loads((root / paths.metrics_path(ds)).read_text())
+        for name in strategies.NAMES:
+            row = cells[(ds, name)]
+            assert len(row) == len(columns) + 1
+            by_key = dict(zip(columns, row))
+            # n/a for the unavailable network, with its reason, never a number
+            for key in ("pe_squeeze", "pe_squeeze_lin"):
+                classes, text, title = by_key[key]
+                assert text.startswith("n/a") and "na-cell" in classes and "SqueezeNet" in title
+            value = metrics["strategies"][name]["pe_alex_lin"]
+            assert by_key["pe_alex_lin"][1].startswith(f"{value:.3f}")
+        # best marks: exactly the displayed minimum of a lower-is-better column is bold
+        l2 = {name: round(metrics["strategies"][name]["l2"], 3) for name in strategies.NAMES}
+        bold = {name for name in strategies.NAMES if "best" in dict(zip(columns, cells[(ds, name)]))["l2"][0]}
+        assert bold == {n for n, v in l2.items() if v == min(l2.values())}
+    # the paper's value and our difference for a stand-in dataset: sample-aerial stands in for sat
+    ours = json.loads((root / paths.metrics_path("sample-aerial")).read_text())["strategies"]["srgan"]["l2"]
+    theirs = float(paper[("sat", "srgan")]["l2"])
+    assert f"{theirs:.3f} <span title=\"ours - paper\">({ours - theirs:+.3f})</span>" in html
+    assert "paper (other data)" in html and "stand-in for Sat" in html
+
+
+def test_run_card_lists_sources_weights_timings_and_approximations(built):
+    _, params, first, _ = built
+    html = first.read_text()
+    assert "0" * 63 + "4" in html and "c" * 64 in html      # data and weight checksums
+    assert "astronaut19.png" in html and "astronaut20.png" not in html and "and 5 more files" in html
+    assert "(1 - SSIM) / 2" in html                         # the evaluate stage's conventions
+    assert f"Trained for {params['train']['iterations']} iterations; the paper trained 5000" in html
+    assert "SqueezeNet weights unavailable" in html
+    assert "3 test images; the paper used 1000" in html
+    assert "HR crops of 64x64" in html
+    for package in ("torch", "torchvision", "lpips", "dvc", "snakemake", "numpy", "pandas", "scikit-image"):
+        assert f"{package} " in html
+    assert "train:" in html and "iterations:" in html      # params as YAML
+
+
+def test_version_names(tmp_path, monkeypatch):
+    params = default_params()
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    plain = report_version(params, tmp_path)
+    assert re.fullmatch(r"nogit-[0-9a-f]{8}", plain)
+    changed = copy.deepcopy(params)
+    changed["train"]["iterations"] += 1
+    assert report_version(changed, tmp_path) != plain
+    monkeypatch.setenv("DVC_EXP_NAME", "spiky-lobe")
+    assert report_version(params, tmp_path) == "spiky-lobe"
+    assert report_version(params, tmp_path, "mine") == "mine"
+    with pytest.raises(UserError, match="letters, digits"):
+        report_version(params, tmp_path, "../escape")
+
+
+def test_version_from_git(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    (tmp_path / "code.py").write_text("x = 1\n")
+    for cmd in (["init", "-q"], ["add", "code.py"], ["commit", "-q", "-m", "c"]):
+        subprocess.run(["git", "-C", str(tmp_path), *cmd], check=True, env=env)
+    rev = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "--short=7", "HEAD"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    params = default_params()
+    assert re.fullmatch(rf"{rev}-[0-9a-f]{{8}}", report_version(params, tmp_path))
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert re.fullmatch(rf"{rev}-dirty-[0-9a-f]{{8}}", report_version(params, tmp_path))
+
+
+def test_missing_metrics_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match=r"metrics/sample-natural\.json.*evaluate"):
+        build_report(default_params(), tmp_path, version="x")
+
+
+def test_zoom_box_finds_the_detailed_region():
+    image = np.full((32, 32, 3), 128, np.uint8)
+    image[20:28, 4:12] = np.indices((8, 8)).sum(0)[..., None] % 2 * 255   # a checkerboard patch
+    y, x, size = zoom_box(image, 4)
+    assert size == 8 and (y, x) == (20, 4)
+
+
+def test_stage_cli(tmp_path):
+    params = default_params()
+    params["datasets"] = ["sample-texture"]
+    make_workspace(tmp_path, params, n_test=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = subprocess.run([sys.executable, str(REPO / "stages" / "report.py"), "--params", "params.yaml",
+                           "--version", "cli"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "reports" / "cli" / "index.html").is_file()
+    (tmp_path / paths.metrics_path("sample-texture")).unlink()
+    done = subprocess.run([sys.executable, str(REPO / "stages" / "report.py"), "--params", "params.yaml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "evaluate" in done.stderr
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", f"--user-data-dir={profile}"]
+    return subprocess.run(base + args, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(built, tmp_path):
+    root, params, first, _ = built
+    url = (root / "reports" / "index.html").as_uri()
+    dom = _chromium(["--dump-dom", url], tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    for number in (2, 3, 4, 5):
+        assert re.search(rf"<h2>Table {number}:", html), f"Table {number} heading missing from the rendered DOM"
+    cells = metric_cells(html, 5)
+    for ds in params["datasets"]:
+        for name in strategies.NAMES:
+            assert (ds, name) in cells, f"Table 5 lacks {name} on {ds}"
+    for name in tables.GCN_VARIANTS:
+        assert all((ds, name) in metric_cells(html, 2) for ds in params["datasets"])
+    assert {ds for ds, _ in metric_cells(html, 3)} == {"sample-aerial"}
+    assert {ds for ds, _ in metric_cells(html, 4)} == {"sample-natural", "sample-texture"}
+    images = re.findall(r'<img[^>]+src="(data:image/png;base64,[^"]+)"', html)
+    assert len(images) == 2 * len(params["datasets"])   # one figure and one curves image per dataset
+    assert 'id="run-card"' in html
+
+    shot = tmp_path / "report.png"
+    done = _chromium([f"--screenshot={shot}", "--window-size=1400,3000", "--hide-scrollbars", url],
+                     tmp_path / "profile-shot")
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    screenshot = cv2.imread(str(shot))
+    assert screenshot.shape[:2] == (3000, 1400)
+    assert screenshot.std() > 10    # a rendered page, not a blank one
+    keep = os.environ.get("REPORT_SCREENSHOT")   # where a developer wants to look at it
+    if keep:
+        shutil.copy(shot, keep)

@@ -1,0 +1,187 @@
+"""Table logic of the report: best marks, ranks, n/a cells, paper values, stand-in labels, winner."""
+
+from __future__ import annotations
+
+import copy
+import csv
+from pathlib import Path
+
+import pytest
+
+from pipeline import paths, tables
+from pipeline.config import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = [c.key for c in tables.COLUMNS]
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params(REPO / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return tables.load_paper()
+
+
+def paper_rows() -> dict:
+    """The vendored paper CSV read independently of pipeline.tables."""
+    with open(paths.PAPER_RESULTS, newline="") as fh:
+        return {(r["dataset"], r["method"]): r for r in csv.DictReader(fh)}
+
+
+def metrics_for(values: dict[str, dict], squeeze: bool = False, winner: str | None = None) -> dict:
+    """A metrics/<ds>.json record: values per strategy for some keys, the rest filled in."""
+    strategies = {}
+    for name, given in values.items():
+        row = {k: 0.5 for k in KEYS}
+        row.update(given)
+        if not squeeze:
+            row["pe_squeeze"] = row["pe_squeeze_lin"] = None
+        strategies[name] = row
+    record = {"dataset": "x", "n_test": 2, "strategies": strategies, "std": {},
+              "networks": {"squeeze": {"available": squeeze, "reason": None if squeeze else "no offline source"},
+                           "alex": {"available": True}, "vgg": {"available": True}}}
+    if winner:
+        record["selection"] = {"winner": winner}
+    return record
+
+
+def test_ranks_are_competition_ranks_with_na_left_out():
+    assert tables.ranks([0.3, 0.1, None, 0.1, 0.2], True, 3) == [4, 1, None, 1, 3]
+    assert tables.ranks([20.0, 30.5, 25.0], False, 2) == [3, 1, 2]      # higher is better (PSNR)
+    assert tables.ranks([None, None], True, 3) == [None, None]
+
+
+def test_ties_are_judged_as_displayed():
+    # 0.1234 and 0.1231 both print as 0.123: both best, as in the paper's bold ties
+    assert tables.mark_best([0.1234, 0.1231, 0.2], True, 3) == [True, True, False]
+    assert tables.mark_best([0.1236, 0.1231, 0.2], True, 3) == [False, True, False]
+    assert tables.mark_best([None, 0.5], True, 3) == [False, True]
+    assert tables.mark_best([None, None], False, 2) == [False, False]
+
+
+def test_paper_dataset_and_stand_in(params):
+    assert tables.paper_dataset(params, "sat") == ("sat", False)
+    assert tables.paper_dataset(params, "sample-aerial") == ("sat", True)
+    assert tables.paper_dataset(params, "sample-natural") == ("imagenet", True)
+    assert tables.paper_dataset(params, "sample-texture") == ("dtd", True)
+    assert tables.paper_dataset(params, "dogs") == (None, False)
+
+
+def test_paper_value_lookup(paper):
+    rows = paper_rows()
+    for (ds, method), row in rows.items():
+        for key in ("l2", "ssim_error", "pe_squeeze_lin", "pe_vgg"):
+            assert tables.paper_value(paper, ds, method, key) == pytest.approx(float(row[key]))
+    assert tables.paper_value(paper, "sat", "bicubic", "l2") is None      # ours only
+    assert tables.paper_value(paper, "dogs", "mse", "l2") is None         # not a paper dataset
+    assert tables.paper_value(paper, None, "mse", "l2") is None
+    assert tables.paper_value(paper, "sat", "mse", "psnr") is None        # not a paper column
+
+
+def test_paper_selected_follows_the_paper_tables_3_and_4(paper):
+    # the paper carries adv,rec into Table 3 (Sat) and Table 4 (ImageNet), dis,rec into Table 4 (DTD)
+    assert tables.paper_selected(paper, "sat") == "adv,rec"
+    assert tables.paper_selected(paper, "imagenet") == "adv,rec"
+    assert tables.paper_selected(paper, "dtd") == "dis,rec"
+    assert tables.paper_selected(paper, None) is None
+
+
+def test_block_cells_best_ranks_diff_and_na(params, paper):
+    metrics = metrics_for({
+        "mse": {"l2": 0.020, "psnr": 25.0, "pe_alex": 1.9},
+        "dis": {"l2": 0.010, "psnr": 27.0, "pe_alex": 1.2},
+        "adv,rec": {"l2": 0.0104, "psnr": 26.0, "pe_alex": 1.5},
+        "bicubic": {"l2": 0.030, "psnr": 24.0, "pe_alex": 2.0},
+    })
+    block = tables.build_block("sample-aerial", metrics, ["mse", "dis", "adv,rec", "bicubic", "srgan"], paper, params)
+    rows = {r.strategy: r for r in block.rows}
+    assert list(rows) == ["mse", "dis", "adv,rec", "bicubic"]
+    assert block.missing == ["srgan"] and any("srgan" in n for n in block.notes)
+    # L2: 0.010 and 0.0104 both print as 0.010 -> tie for best
+    assert [rows[n].cells["l2"].best for n in rows] == [False, True, True, False]
+    assert [rows[n].cells["l2"].rank for n in rows] == [3, 1, 1, 4]
+    # PSNR: higher is better
+    assert [rows[n].cells["psnr"].rank for n in rows] == [3, 1, 2, 4]
+    assert rows["dis"].cells["psnr"].best and rows["dis"].cells["psnr"].paper is None
+    # the paper's value of the dataset stood in for, and ours minus it
+    sat = paper_rows()
+    cell = rows["mse"].cells["l2"]
+    assert cell.paper == pytest.approx(float(sat[("sat", "mse")]["l2"]))
+    assert cell.diff == pytest.approx(0.020 - float(sat[("sat", "mse")]["l2"]))
+    assert rows["bicubic"].cells["l2"].paper is None and rows["bicubic"].cells["l2"].diff is None
+    assert not rows["bicubic"].in_paper and rows["mse"].in_paper
+    # n/a: unavailable network -> no value, no rank, no best mark, the reason kept
+    for name, row in rows.items():
+        for key in ("pe_squeeze", "pe_squeeze_lin"):
+            cell = row.cells[key]
+            assert cell.value is None and cell.rank is None and not cell.best
+            assert cell.na_reason == "no offline source"
+            assert cell.paper is not None or name == "bicubic"   # the paper's own value is still shown
+    assert any("SqueezeNet" in n and "no offline source" in n for n in block.notes)
+
+
+def test_stand_in_labels(params, paper):
+    metrics = metrics_for({"mse": {}})
+    stand_in = tables.build_block("sample-texture", metrics, ["mse"], paper, params)
+    assert stand_in.stand_in and stand_in.paper_label == "paper (other data)"
+    assert "stand-in for DTD" in stand_in.title
+    real_params = copy.deepcopy(params)
+    real = tables.build_block("dtd", metrics, ["mse"], paper, real_params)
+    assert not real.stand_in and real.paper_label == "paper" and real.title == "DTD"
+    other = tables.build_block("dogs", metrics, ["mse"], paper, params)
+    assert other.paper_label is None and "no paper values" in other.title
+    assert other.rows[0].cells["l2"].paper is None
+
+
+def test_winner_stored_or_computed_by_the_rule(params, paper):
+    values = {"mse": {"pe_alex": 2.0, "pe_vgg": 2.5}, "dis": {"pe_alex": 1.4, "pe_vgg": 2.1},
+              "adv,rec": {"pe_alex": 1.3, "pe_vgg": 2.2}, "srgan": {"pe_alex": 1.0, "pe_vgg": 2.05}}
+    # no stored selection: the rule (min over methods of the max PE over available networks)
+    computed = tables.build_block("sample-aerial", metrics_for(values), list(values), paper, params)
+    assert computed.winner == "srgan"
+    assert computed.selected == "dis"          # best GCN variant: max PE 2.1 < 2.2
+    assert [r.strategy for r in computed.rows if r.winner] == ["srgan"]
+    assert [r.strategy for r in computed.rows if r.selected] == ["dis"]
+    assert {r.strategy: r.max_pe for r in computed.rows} == pytest.approx(
+        {"mse": 2.5, "dis": 2.1, "adv,rec": 2.2, "srgan": 2.05})
+    # a winner stored by the evaluate stage is the one shown
+    stored = tables.build_block("sample-aerial", metrics_for(values, winner="mse"), list(values), paper, params)
+    assert stored.winner == "mse" and [r.strategy for r in stored.rows if r.winner] == ["mse"]
+
+
+def test_select_method_ignores_missing_scores():
+    assert tables.select_method({"a": None, "b": 0.3, "c": 0.2}, ["a", "b", "c"]) == "c"
+    assert tables.select_method({"a": None}, ["a", "b"]) is None
+    assert tables.max_pe({"pe_alex": 0.2, "pe_vgg": None, "l2": 9.0}) == 0.2
+    assert tables.max_pe({"pe_alex": None}) is None
+
+
+def test_tables_hold_the_papers_rows(params, paper):
+    values = {n: {"pe_alex": 1.0 + i / 10, "pe_vgg": 2.0 + i / 10} for i, n in enumerate(tables.ALL_METHODS)}
+    metrics = {ds: metrics_for(values) for ds in params["datasets"]}
+    t2, t3, t4, t5 = tables.build_tables(params, metrics, paper)
+    assert [t.number for t in (t2, t3, t4, t5)] == [2, 3, 4, 5]
+    assert [b.dataset for b in t2.blocks] == params["datasets"]
+    assert all([r.strategy for r in b.rows] == list(tables.GCN_VARIANTS) for b in t2.blocks)
+    # Table 3: the satellite domain only; baselines plus the GCN variant the rule selects (here: dis)
+    assert [b.dataset for b in t3.blocks] == ["sample-aerial"]
+    assert [r.strategy for r in t3.blocks[0].rows] == ["mse", "adv,mse", "srgan", "dis"]
+    assert "the paper selected adv,rec" in t3.blocks[0].notes[0]
+    assert [b.dataset for b in t4.blocks] == ["sample-natural", "sample-texture"]
+    assert all(b.paper_label == "paper (other data)" for b in t4.blocks)
+    # Table 5: every method, ours-only rows have no paper value
+    assert all([r.strategy for r in b.rows] == list(tables.ALL_METHODS) for b in t5.blocks)
+    for block in t5.blocks:
+        for row in block.rows:
+            assert (row.cells["l2"].paper is None) == (row.strategy in tables.EXTRA_METHODS)
+
+
+def test_tables_without_a_paper_domain_say_so(params, paper):
+    run = copy.deepcopy(params)
+    run["datasets"] = ["sample-texture"]
+    t2, t3, t4, t5 = tables.build_tables(run, {"sample-texture": metrics_for({"mse": {}, "dis": {}})}, paper)
+    assert t3.blocks == [] and "satellite" in t3.note
+    assert [b.dataset for b in t4.blocks] == ["sample-texture"] and t4.note is None
