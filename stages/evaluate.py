@@ -1,0 +1,22 @@
+"""Evaluate every selected strategy (and bicubic) on one dataset's test crops."""
+
+from pipeline import cli
+from pipeline.config import dataset_spec, load_params
+from pipeline.evaluate import evaluate_dataset
+
+
+def main() -> None:
+    parser = cli.stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True, help="a dataset declared under `data` in the parameters file")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    dataset_spec(params, args.dataset)       # unknown dataset -> ConfigError listing the declared ones
+    result = evaluate_dataset(params, args.dataset)
+    selection = result["selection"]
+    print(f"{args.dataset}: {result['n_test']} test images, {len(result['strategies'])} strategies, "
+          f"{result['seconds']:.1f} s on {result['device']}; winner (min max-PE over "
+          f"{', '.join(selection['networks_used']) or 'no network'}): {selection['winner']}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

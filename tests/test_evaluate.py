@@ -1,0 +1,151 @@
+"""Evaluate stage on a tiny synthetic dataset: every strategy, every column, n/a, batching."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import metrics, weights
+from pipeline.config import load_params
+from pipeline.errors import UserError
+from pipeline.evaluate import COLUMNS, evaluate_dataset
+from pipeline.models import Generator, save_generator
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS_ROOT = Path(tempfile.gettempdir()) / "gcn-bench-test-weights"   # shared with test_weights.py
+DATASET = "tiny"
+N, HR, SCALE = 5, 32, 4
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def _make_project(root: Path) -> None:
+    """Crops + manifest (pipeline.imageset's format), a bicubic folder and a random generator folder."""
+    from skimage import data as skdata
+    photo = skdata.astronaut()
+    base, rows = root / "data" / "crops" / DATASET, []
+    for i in range(N):
+        y, x = 40 * i, 60 * i + 100
+        hr = photo[y:y + HR, x:x + HR]
+        lr = cv2.resize(hr, (HR // SCALE, HR // SCALE), interpolation=cv2.INTER_AREA)
+        image_id = f"img{i:02d}"
+        _write_png(base / "test" / "hr" / f"{image_id}.png", hr)
+        _write_png(base / "test" / "lr" / f"{image_id}.png", lr)
+        rows.append({"id": image_id, "split": "test", "source": "astronaut", "x": x, "y": y, "size": HR,
+                     "hr": f"test/hr/{image_id}.png", "lr": f"test/lr/{image_id}.png"})
+    pd.DataFrame(rows).to_csv(base / "manifest.csv", index=False)
+    models = root / "models" / DATASET
+    (models / "bicubic").mkdir(parents=True)
+    (models / "bicubic" / "config.json").write_text(json.dumps({"untrained": True, "scale": SCALE}))
+    torch.manual_seed(0)
+    arch = {"blocks": 1, "width": 8, "upsample": "pixelshuffle", "scale": SCALE}
+    (models / "mse").mkdir(parents=True)
+    save_generator(Generator(**arch), arch, models / "mse" / "generator.pt")
+    (models / "mse" / "config.json").write_text(json.dumps({"strategy": "mse"}))
+    # the resolved backbones are shared with the other test files (fetched once per machine)
+    WEIGHTS_ROOT.mkdir(parents=True, exist_ok=True)
+    for name in ("alexnet", "vgg16"):
+        weights.resolve(name, ["cache", "registry"], WEIGHTS_ROOT)
+    (root / "weights").symlink_to(WEIGHTS_ROOT / "weights", target_is_directory=True)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("evalproject")
+    _make_project(root)
+    return root
+
+
+def _params(batch_size: int) -> dict:
+    params = copy.deepcopy(load_params(REPO / "params.yaml"))
+    params["strategy"] = ["bicubic", "mse"]
+    params["eval"].update({"batch_size": batch_size, "networks": ["squeeze", "alex", "vgg"],
+                           "weights_order": ["cache", "registry"]})
+    params["train"]["device"] = "cpu"
+    return params
+
+
+@pytest.fixture(scope="module")
+def batched(project) -> dict:
+    return evaluate_dataset(_params(batch_size=3), DATASET, project)
+
+
+def test_metrics_json_has_every_strategy_and_column(project, batched):
+    saved = json.loads((project / "metrics" / f"{DATASET}.json").read_text())
+    assert saved["dataset"] == DATASET and saved["n_test"] == N and saved["seconds"] > 0
+    value_columns = [c for c in COLUMNS if c not in ("id", "strategy")]
+    assert set(saved["strategies"]) == {"bicubic", "mse"} == set(saved["std"])
+    for name in ("bicubic", "mse"):
+        assert list(saved["strategies"][name]) == value_columns
+        assert list(saved["std"][name]) == value_columns
+        for column in value_columns:
+            value = saved["strategies"][name][column]
+            if column.startswith("pe_squeeze"):
+                assert value is None                      # n/a: SqueezeNet weights are not offline
+            else:
+                assert isinstance(value, float) and math.isfinite(value)
+    assert saved["networks"]["squeeze"]["available"] is False and saved["networks"]["squeeze"]["reason"]
+    assert saved["networks"]["alex"]["available"] and len(saved["networks"]["alex"]["sha256"]) == 64
+    selection = saved["selection"]
+    assert selection["networks_used"] == ["pe_alex", "pe_alex_lin", "pe_vgg", "pe_vgg_lin"]
+    max_pe = {n: max(saved["strategies"][n][c] for c in selection["networks_used"]) for n in ("bicubic", "mse")}
+    assert selection["max_pe"] == pytest.approx(max_pe)
+    assert selection["winner"] == min(max_pe, key=max_pe.get)
+    # bicubic beats an untrained random generator on every metric
+    assert saved["strategies"]["bicubic"]["l2"] < saved["strategies"]["mse"]["l2"]
+    assert saved["strategies"]["bicubic"]["pe_alex_lin"] < saved["strategies"]["mse"]["pe_alex_lin"]
+
+
+def test_per_image_csv_and_sr_images_agree(project, batched):
+    table = pd.read_csv(project / "results" / DATASET / "per_image.csv", dtype={"id": str})
+    assert list(table.columns) == list(COLUMNS) and len(table) == 2 * N
+    assert table["pe_squeeze"].isna().all() and table["pe_squeeze_lin"].isna().all()
+    assert table[["pe_alex", "pe_vgg_lin", "psnr_y"]].notna().all().all()
+    for _, row in table.iterrows():
+        sr_path = project / "results" / DATASET / "sr" / row["strategy"] / f"{row['id']}.png"
+        sr = cv2.cvtColor(cv2.imread(str(sr_path)), cv2.COLOR_BGR2RGB)
+        hr = cv2.cvtColor(cv2.imread(str(project / "data/crops" / DATASET / "test/hr" / f"{row['id']}.png")),
+                          cv2.COLOR_BGR2RGB)
+        assert sr.shape == (HR, HR, 3)
+        assert row["l2"] == pytest.approx(metrics.l2(sr, hr), rel=1e-9)
+        assert row["psnr_y"] == pytest.approx(metrics.psnr_y(sr, hr, SCALE), rel=1e-9)
+    means = table.groupby("strategy")["pe_vgg"].mean()
+    assert means["mse"] == pytest.approx(batched["strategies"]["mse"]["pe_vgg"], rel=1e-9)
+
+
+def test_one_image_at_a_time_gives_the_same_numbers(project, batched):
+    single = evaluate_dataset(_params(batch_size=1), DATASET, project)
+    for name in ("bicubic", "mse"):
+        for column, value in batched["strategies"][name].items():
+            if value is None:
+                assert single["strategies"][name][column] is None
+            else:
+                assert single["strategies"][name][column] == pytest.approx(value, rel=1e-4, abs=1e-6)
+
+
+def test_missing_strategy_folder_names_the_train_stage(project):
+    params = _params(batch_size=3)
+    params["strategy"] = ["mse", "dis,rec"]
+    with pytest.raises(UserError, match=r"dis\+rec.*train"):
+        evaluate_dataset(params, DATASET, project)
+
+
+def test_stage_rejects_an_unknown_dataset():
+    done = subprocess.run([sys.executable, "stages/evaluate.py", "--params", "params.yaml", "--dataset", "nope"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 2 and "nope" in done.stderr and "Traceback" not in done.stderr

