@@ -1,0 +1,481 @@
+"""Train the generator of each strategy (GCN paper 4.3.3) and write models/<dataset>/<slug>/.
+
+A run has up to three phases, counted by one global step so batches, checkpoints and resume
+work the same in each:
+
+1. `rec`: for the `rec` strategy only, the auto-encoder is trained beforehand on HR crops
+   (train.rec_pretrain iterations, Eq. 2), then frozen (disjoint learning).
+2. `pretrain_mse`: optional MSE pre-training of the generator (train.pretrain_mse iterations,
+   SRGAN 3.2), with its own Adam optimizer.
+3. `main`: train.iterations alternating updates, a generator step then an extractor
+   (discriminator / auto-encoder) step, both on the same mini-batch.
+
+The batch of step s is drawn from a generator seeded by (train.seed, s), so a run resumed from
+a checkpoint sees exactly the batches an uninterrupted run sees; on CPU the final weights are
+bit-identical. Losses:
+
+- generator: loss_g = lambda1 * loss_content + lambda2 * loss_adv, loss_content =
+  mean((Phi(y) - Phi(F(x)))^2) (Phi features times the strategy's feature_scale), loss_adv =
+  mean(-log D(F(x))) (the non-saturating form, SRGAN Eq. 6), computed from logits for stability;
+- discriminator: loss_d = (BCE(D(y), 1) + BCE(D(F(x)), 0)) / 2, as in the authors' code;
+- reconstruction head: loss_rec = mean((Psi2(Phi(y)) - y)^2) (paper text); with
+  train.rec_on_generated the mean with the same error on generated images (authors' code).
+  The joint extractor minimises loss_d + loss_rec.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from pipeline import imageset, paths
+from pipeline import strategies as registry
+from pipeline.errors import UserError
+from pipeline.models import Extractor, Generator, save_generator
+from pipeline.strategies import Strategy
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+MAIN_LOG_COLUMNS = ("loss_g", "loss_content", "loss_adv", "loss_d", "loss_rec")
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite; the run stopped and its last good checkpoint was kept."""
+
+
+# ---------------------------------------------------------------- small helpers
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def inputs_hash(strategy: Strategy, params: dict, manifest_sha256: str, vgg_sha256: str | None) -> str:
+    """The hash of everything a strategy's result depends on; an unchanged hash means no retraining."""
+    payload = {"strategy": strategy.definition(), "train": params["train"], "crop": params["crop"],
+               "manifest_sha256": manifest_sha256, "vgg19_sha256": vgg_sha256}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def choose_device(setting: str) -> torch.device:
+    """`auto` -> CUDA when present, else CPU; `cuda` without a GPU is the user's to fix."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: cuda requested but no CUDA device is available; use auto or cpu")
+    if setting == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """The mini-batch of global step `step`: a function of (seed, step) only, so resume is exact."""
+    state = np.random.SeedSequence([seed, step]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    if n >= batch_size:
+        return torch.randperm(n, generator=generator)[:batch_size]
+    return torch.randint(n, (batch_size,), generator=generator)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def set_trainable(module: nn.Module | None, flag: bool) -> None:
+    if module is not None:
+        for p in module.parameters():
+            p.requires_grad_(flag)
+
+
+# ---------------------------------------------------------------- the networks and their updates
+
+class Trainer:
+    """The generator, the extractor of one strategy, their optimizers and one update of each.
+
+    `vgg` is the frozen VGG19 phi_5,4 module for strategies that need it (pipeline.weights).
+    """
+
+    def __init__(self, strategy: Strategy, train: dict, hr_size: int, scale: int,
+                 device: torch.device = torch.device("cpu"), vgg: nn.Module | None = None) -> None:
+        self.strategy, self.train, self.device = strategy, train, device
+        self.layer = int(train["feature_layer"])
+        self.lambda1 = float(train["lambda1"])
+        self.lambda2 = strategy.adversarial_weight(train)
+        gen, disc = train.get("generator", {}), train.get("discriminator", {})
+        self.arch = {"blocks": int(gen.get("blocks", 10)), "width": int(gen.get("width", 64)),
+                     "upsample": gen.get("upsample", "pixelshuffle"), "scale": int(scale)}
+        disc_arch = {"image_size": hr_size, "blocks": int(disc.get("blocks", 8)),
+                     "width": int(disc.get("width", 64)), "dense": int(disc.get("dense", 1024))}
+        torch.manual_seed(int(train["seed"]))
+        self.generator = Generator(**self.arch).to(device)
+        adam = lambda params: torch.optim.Adam(params, lr=float(train["lr"]), betas=(float(train["beta1"]), 0.999))
+        self.opt_g = adam(self.generator.parameters())
+        self.opt_pre = adam(self.generator.parameters()) if int(train.get("pretrain_mse", 0)) else None
+
+        # Phi's network: the discriminator / auto-encoder / random network of the strategy.
+        kind = strategy.extractor
+        self.extractor: Extractor | None = None
+        if kind in ("random", "autoencoder", "discriminator+decoder") or strategy.needs_discriminator:
+            self.extractor = Extractor(**disc_arch, discriminator=strategy.needs_discriminator,
+                                       decoder=strategy.needs_decoder).to(device)
+        self.opt_x = adam(self.extractor.parameters()) if self.extractor is not None and kind != "random" else None
+        self.vgg = vgg.to(device).eval() if vgg is not None else None
+        if strategy.needs_vgg19 and self.vgg is None:
+            raise ValueError(f"strategy {strategy.name} needs the VGG19 extractor")
+        if kind == "random":
+            self.freeze_extractor()  # P/ran: seeded random weights, never trained
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+
+    @property
+    def joint(self) -> bool:
+        """Whether the extractor network is updated alternately with the generator (Eq. 4)."""
+        return self.extractor is not None and self.strategy.extractor not in ("random", "autoencoder")
+
+    # -- Phi
+
+    def freeze_extractor(self) -> None:
+        """Disjoint / random extractors: fixed weights, eval-mode BN, no gradients."""
+        self.extractor.eval()
+        set_trainable(self.extractor, False)
+        self.opt_x = None
+
+    def phi(self, images: torch.Tensor) -> torch.Tensor:
+        """The strategy's feature extractor Phi (identity, VGG19 phi_5,4 or first encoder blocks)."""
+        kind = self.strategy.extractor
+        if kind == "identity":
+            features = images
+        elif kind == "vgg19":
+            features = self.vgg(images)
+        else:
+            features = self.extractor.features(images, self.layer)
+        return features * self.strategy.feature_scale if self.strategy.feature_scale != 1 else features
+
+    # -- losses
+
+    def generator_losses(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """F(x) and the generator's losses (tensors with graph; loss_g is the one to minimise)."""
+        with self.autocast():
+            sr = self.generator(lr)
+            with torch.no_grad():
+                target = self.phi(hr)
+            content = F.mse_loss(self.phi(sr).float(), target.float())
+            losses = {"loss_content": content}
+            total = self.lambda1 * content
+            if self.lambda2 > 0:
+                adv = F.softplus(-self.extractor.logits(sr).float()).mean()  # = -log D(F(x))
+                losses["loss_adv"] = adv
+                total = total + self.lambda2 * adv
+        losses["loss_g"] = total
+        return sr, losses
+
+    def extractor_losses(self, sr: torch.Tensor, hr: torch.Tensor) -> dict:
+        """The joint extractor's losses on a real batch and a (detached) generated batch."""
+        losses = {}
+        with self.autocast():
+            if self.extractor.head is not None:
+                real, fake = self.extractor.logits(hr).float(), self.extractor.logits(sr).float()
+                losses["loss_d"] = 0.5 * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                                          + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+            if self.extractor.decoder is not None:
+                rec = F.mse_loss(self.extractor.reconstruct(hr).float(), hr.float())
+                if self.train.get("rec_on_generated", False):
+                    rec = 0.5 * (rec + F.mse_loss(self.extractor.reconstruct(sr).float(), sr.float()))
+                losses["loss_rec"] = rec
+        return losses
+
+    # -- updates
+
+    def step_autoencoder(self, hr: torch.Tensor) -> dict:
+        """One update of the `rec` auto-encoder trained beforehand (Eq. 2)."""
+        with self.autocast():
+            loss = F.mse_loss(self.extractor.reconstruct(hr).float(), hr.float())
+        values = check_finite({"loss_rec": loss})
+        self.opt_x.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_x.step()
+        return values
+
+    def step_pretrain(self, lr: torch.Tensor, hr: torch.Tensor) -> dict:
+        """One MSE pre-training update of the generator (SRGAN 3.2)."""
+        with self.autocast():
+            loss = F.mse_loss(self.generator(lr).float(), hr.float())
+        values = check_finite({"loss_g": loss})
+        self.opt_pre.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_pre.step()
+        return values
+
+    def step_main(self, lr: torch.Tensor, hr: torch.Tensor) -> dict:
+        """One alternating update: the generator, then the extractor when it is learned jointly."""
+        joint = self.joint
+        set_trainable(self.extractor, False)  # the generator step must not touch Phi / D
+        sr, losses = self.generator_losses(lr, hr)
+        values = check_finite(losses)
+        self.opt_g.zero_grad(set_to_none=True)
+        losses["loss_g"].backward()
+        self.opt_g.step()
+        if joint:
+            set_trainable(self.extractor, True)
+            x_losses = self.extractor_losses(sr.detach(), hr)
+            values.update(check_finite(x_losses))
+            self.opt_x.zero_grad(set_to_none=True)
+            sum(x_losses.values()).backward()
+            self.opt_x.step()
+        return values
+
+    # -- checkpoint state
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, **({"extractor": self.extractor} if self.extractor is not None else {})}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        named = {"opt_g": self.opt_g, "opt_pre": self.opt_pre, "opt_x": self.opt_x}
+        return {k: v for k, v in named.items() if v is not None}
+
+    def state_dict(self) -> dict:
+        return {"modules": {k: m.state_dict() for k, m in self.modules().items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, m in self.modules().items():
+            m.load_state_dict(state["modules"][k])
+        for k, o in self.optimizers().items():
+            if k in state["optimizers"]:  # opt_x is gone once the rec auto-encoder is frozen
+                o.load_state_dict(state["optimizers"][k])
+
+
+def check_finite(losses: dict) -> dict:
+    """Loss values as floats; a NaN/inf raises at once (the caller adds where the checkpoint is)."""
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    for k, v in values.items():
+        if not math.isfinite(v):
+            raise TrainingDiverged(f"{k} became {v}")
+    return values
+
+
+# ---------------------------------------------------------------- one strategy
+
+def phases(strategy: Strategy, train: dict) -> list[tuple[str, int]]:
+    """(phase, iterations) in order; global steps run through them."""
+    rec = int(train.get("rec_pretrain", 0)) if strategy.extractor == "autoencoder" else 0
+    return [("rec", rec), ("pretrain_mse", int(train.get("pretrain_mse", 0))), ("main", int(train["iterations"]))]
+
+
+def main_columns(strategy: Strategy, trainer: Trainer) -> list[str]:
+    columns = ["iteration", "loss_g", "loss_content"]
+    if trainer.lambda2 > 0:
+        columns.append("loss_adv")
+    if trainer.joint:
+        columns += [c for c, head in (("loss_d", trainer.extractor.head), ("loss_rec", trainer.extractor.decoder))
+                    if head is not None]
+    return columns
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: tuple[torch.Tensor, torch.Tensor],
+                   manifest_sha256: str, vgg: tuple[nn.Module, dict] | None = None,
+                   stop_after: int | None = None) -> Path:
+    """Train one strategy into `out_dir` (resuming from its checkpoint when it matches).
+
+    `data` is (lr uint8, hr uint8) of the training split. `stop_after` ends the process-like run
+    after that many global steps without writing anything more, as a kill would (for tests).
+    """
+    strategy = registry.get(name)
+    train = params["train"]
+    scale = int(params["crop"]["scale"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = vgg[1] if strategy.needs_vgg19 else None
+    digest = inputs_hash(strategy, params, manifest_sha256, record["sha256"] if record else None)
+    base = {"strategy": name, "slug": registry.slug(name), "dataset": dataset, "description": strategy.description,
+            "definition": strategy.definition(), "inputs_hash": digest, "manifest_sha256": manifest_sha256,
+            "scale": scale, "crop": params["crop"], "train": train}
+    if record is not None:
+        base["weights"] = [record]
+
+    if not strategy.trains_generator:
+        atomic_write_text(out_dir / "config.json", json.dumps({**base, "untrained": True, "completed": True}, indent=2))
+        return out_dir
+
+    lr_all, hr_all = data
+    hr_size = int(hr_all.shape[-1])
+    if hr_size != int(lr_all.shape[-1]) * scale:
+        raise UserError(f"dataset {dataset!r}: HR crops of {hr_size} px and LR crops of {lr_all.shape[-1]} px do not "
+                        f"match crop.scale {scale}; rerun the crop stage")
+    device = choose_device(train.get("device", "auto"))
+    trainer = Trainer(strategy, train, hr_size, scale, device, vgg[0] if strategy.needs_vgg19 else None)
+    plan = phases(strategy, train)
+    total = sum(n for _, n in plan)
+
+    # Resume when a checkpoint of the same inputs exists; a stale one (other inputs) is discarded.
+    ckpt_path = out_dir / CHECKPOINT
+    step, rows, pre_rows, seconds = 0, [], [], {"rec": 0.0, "pretrain_mse": 0.0, "main": 0.0}
+    (out_dir / "config.json").unlink(missing_ok=True)  # the folder is incomplete from here on
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("inputs_hash") == digest:
+            trainer.load_state_dict(state["trainer"])
+            step, rows, pre_rows, seconds = state["step"], state["log"], state["pretrain_log"], state["seconds"]
+            torch.set_rng_state(state["rng"]["torch"])
+            if device.type == "cuda" and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(state["rng"]["cuda"])
+            log.info("%s/%s: resuming from %s at step %d of %d", dataset, name, ckpt_path, step, total)
+        else:
+            log.info("%s/%s: discarding %s (its inputs differ)", dataset, name, ckpt_path)
+            ckpt_path.unlink()
+    last_good = step if ckpt_path.is_file() else None
+
+    if step >= plan[0][1] and strategy.extractor == "autoencoder":
+        trainer.freeze_extractor()  # resumed after the auto-encoder phase
+
+    batch_size, seed = int(train["batch_size"]), int(train["seed"])
+    bar = tqdm(total=total, initial=step, desc=f"train {dataset}/{name}", unit="it", dynamic_ncols=True,
+               mininterval=1.0)
+    try:
+        while step < total:
+            if stop_after is not None and step >= stop_after:
+                return out_dir
+            step += 1
+            phase, offset = current_phase(plan, step)
+            idx = batch_indices(len(hr_all), batch_size, seed, step)
+            lr = imageset.to_unit(lr_all[idx]).to(device)
+            hr = imageset.to_unit(hr_all[idx]).to(device)
+            start = time.perf_counter()
+            try:
+                if phase == "rec":
+                    values = trainer.step_autoencoder(hr)
+                elif phase == "pretrain_mse":
+                    values = trainer.step_pretrain(lr, hr)
+                else:
+                    values = trainer.step_main(lr, hr)
+            except TrainingDiverged as err:
+                where = (f"the last good checkpoint {ckpt_path} (step {last_good}) is kept" if last_good is not None
+                         else "no checkpoint was written yet")
+                raise TrainingDiverged(f"{dataset}/{name}: {err} at {phase} iteration {step - offset} (global step "
+                                       f"{step}); {where}; lower train.lr or check the data") from None
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[phase] += time.perf_counter() - start
+            if phase == "main":
+                rows.append({"iteration": step - offset, **values})
+            else:
+                pre_rows.append({"iteration": step, "phase": phase, "loss": next(iter(values.values()))})
+            if phase == "rec" and step == plan[0][1]:
+                trainer.freeze_extractor()  # disjoint learning: trained beforehand, then fixed
+            bar.update(1)
+            bar.set_postfix({k.removeprefix("loss_"): f"{v:.4g}" for k, v in values.items()}, refresh=False)
+            if step % int(train["checkpoint_every"]) == 0 and step < total:
+                save_checkpoint(ckpt_path, {"inputs_hash": digest, "step": step, "trainer": trainer.state_dict(),
+                                            "log": rows, "pretrain_log": pre_rows, "seconds": seconds,
+                                            "rng": {"torch": torch.get_rng_state(),
+                                                    "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}})
+                last_good = step
+    finally:
+        bar.close()
+
+    save_generator(trainer.generator, trainer.arch, out_dir / "generator.pt")
+    write_csv(out_dir / "log.csv", main_columns(strategy, trainer), rows)
+    if pre_rows:
+        write_csv(out_dir / "pretrain_log.csv", ["iteration", "phase", "loss"], pre_rows)
+    main_iterations = plan[-1][1]
+    config = {**base, "arch": trainer.arch, "lambda1": trainer.lambda1, "lambda2": trainer.lambda2,
+              "iterations": main_iterations, "phases": dict(plan), "device": str(device),
+              "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+              "torch": torch.__version__, "seconds": round(sum(seconds.values()), 3),
+              "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
+              "seconds_per_iteration": round(seconds["main"] / max(main_iterations, 1), 4), "completed": True}
+    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2))
+    ckpt_path.unlink(missing_ok=True)
+    return out_dir
+
+
+def current_phase(plan: list[tuple[str, int]], step: int) -> tuple[str, int]:
+    """The phase of a 1-based global step and the number of steps before that phase."""
+    offset = 0
+    for phase, n in plan:
+        if step <= offset + n:
+            return phase, offset
+        offset += n
+    raise ValueError(f"step {step} is past the plan {plan}")
+
+
+def is_done(out_dir: Path, digest: str) -> bool:
+    """A completed result of the same inputs (config.json says so and the weights are there)."""
+    config_path = out_dir / "config.json"
+    if not config_path.is_file():
+        return False
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError:
+        return False
+    ok = config.get("completed") is True and config.get("inputs_hash") == digest
+    return ok and (config.get("untrained") or (out_dir / "generator.pt").is_file())
+
+
+# ---------------------------------------------------------------- one dataset
+
+def train_dataset(params: dict, dataset: str, strategies: list[str] | None = None,
+                  root: Path = Path("."), stop_after: int | None = None) -> list[Path]:
+    """Train the selected strategies (default: the `strategy` parameter) on one dataset.
+
+    Returns the strategy folders models/<dataset>/<slug>/. A strategy whose folder holds a
+    completed result with the same inputs hash is not retrained.
+    """
+    names = registry.select(params["strategy"] if strategies is None else list(strategies))
+    root = Path(root)
+    manifest = root / paths.manifest_path(dataset)
+    if not manifest.is_file():
+        raise UserError(f"{manifest}: no crops for dataset {dataset!r}; run the crop stage first")
+    manifest_sha = sha256_file(manifest)
+    vgg = None
+    data = None
+    outputs = []
+    for name in names:
+        strategy = registry.get(name)
+        out_dir = root / paths.models_dir(dataset) / registry.slug(name)
+        if strategy.needs_vgg19 and vgg is None:
+            from pipeline import weights  # late import: only cla/srgan need ImageNet weights
+
+            vgg = weights.vgg19_features(root)
+        record = vgg[1] if strategy.needs_vgg19 else None
+        digest = inputs_hash(strategy, params, manifest_sha, record["sha256"] if record else None)
+        if is_done(out_dir, digest):
+            log.info("%s/%s: up to date (%s), not retrained", dataset, name, out_dir)
+            outputs.append(out_dir)
+            continue
+        if data is None and strategy.trains_generator:
+            lr, hr, _ = imageset.load_pairs(dataset, "train", root)
+            data = (lr, hr)
+        outputs.append(train_strategy(params, dataset, name, out_dir, data, manifest_sha, vgg, stop_after))
+    return outputs
