@@ -29,7 +29,7 @@ def _stage_calls(text: str) -> set[tuple[str, str]]:
 
 def _snakemake_dry_run(cwd: Path, params: str = "params.yaml") -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-p", "-c1", "--config", f"params={params}"],
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "-c1", "--config", f"params={params}"],
         cwd=cwd, capture_output=True, text=True, check=True,
     )
     return out.stdout + out.stderr
