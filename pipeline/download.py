@@ -10,7 +10,6 @@ the file by hand to continue offline; a file already at `dest` is used without a
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.errors import UserError
+from pipeline.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,6 @@ TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 class _Transient(Exception):
     """A failure worth retrying (reset, truncated body, timeout, 5xx)."""
 
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _by_hand(url: str, dest: Path, reason: str) -> UserError:

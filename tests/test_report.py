@@ -199,7 +199,7 @@ def built(tmp_path_factory):
     make_workspace(root, params)
     first = build_report(params, root, version="first")
     other = copy.deepcopy(params)
-    other["train"]["iterations"] = 30
+    other["train"]["iterations"] = params["train"]["iterations"] + 10
     second = build_report(other, root, version="second")
     return root, params, first, second
 
