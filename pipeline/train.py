@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from pipeline import fast as fast_path
 from pipeline import imageset, paths
 from pipeline import strategies as registry
 from pipeline.errors import UserError
+from pipeline.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from pipeline.models import Extractor, Generator, save_generator
 from pipeline.strategies import Strategy
 
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 MAIN_LOG_COLUMNS = ("loss_g", "loss_content", "loss_adv", "loss_d", "loss_rec")
+READ_BACK_EVERY = 50  # fast path: loss values are read from the device every this many steps (and at checkpoints)
 
 
 class TrainingDiverged(UserError):
@@ -59,14 +61,6 @@ class TrainingDiverged(UserError):
 
 
 # ---------------------------------------------------------------- small helpers
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def inputs_hash(strategy: Strategy, params: dict, manifest_sha256: str, vgg_sha256: str | None) -> str:
     """The hash of everything a strategy's result depends on; an unchanged hash means no retraining."""
@@ -93,12 +87,6 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor
     return torch.randint(n, (batch_size,), generator=generator)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -120,11 +108,18 @@ class Trainer:
     """The generator, the extractor of one strategy, their optimizers and one update of each.
 
     `vgg` is the frozen VGG19 phi_5,4 module for strategies that need it (pipeline.weights).
+    `fast` switches on the fast path (pipeline.fast: channels_last, bf16 autocast and fused Adam
+    on CUDA, loss values returned as device tensors for a grouped read-back); None = `train.fast`
+    (auto: on). The networks (the shared `vgg` included) are put in the memory
+    format of the chosen path in place.
     """
 
     def __init__(self, strategy: Strategy, train: dict, hr_size: int, scale: int,
-                 device: torch.device = torch.device("cpu"), vgg: nn.Module | None = None) -> None:
+                 device: torch.device = torch.device("cpu"), vgg: nn.Module | None = None,
+                 fast: bool | None = None) -> None:
         self.strategy, self.train, self.device = strategy, train, device
+        self.fast = fast_path.resolve(train.get("fast", "auto") if fast is None else fast, device)
+        self.defer = self.fast  # losses stay on the device until the loop reads them back (check_finite then)
         self.layer = int(train["feature_layer"])
         self.lambda1 = float(train["lambda1"])
         self.lambda2 = strategy.adversarial_weight(train)
@@ -135,7 +130,8 @@ class Trainer:
                      "width": int(disc.get("width", 64)), "dense": int(disc.get("dense", 1024))}
         torch.manual_seed(int(train["seed"]))
         self.generator = Generator(**self.arch).to(device)
-        adam = lambda params: torch.optim.Adam(params, lr=float(train["lr"]), betas=(float(train["beta1"]), 0.999))
+        adam = lambda params: fast_path.adam(params, float(train["lr"]), (float(train["beta1"]), 0.999),
+                                             device, self.fast)
         self.opt_g = adam(self.generator.parameters())
         self.opt_pre = adam(self.generator.parameters()) if int(train.get("pretrain_mse", 0)) else None
 
@@ -151,7 +147,8 @@ class Trainer:
             raise ValueError(f"strategy {strategy.name} needs the VGG19 extractor")
         if kind == "random":
             self.freeze_extractor()  # P/ran: seeded random weights, never trained
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+        fast_path.set_memory_format((self.generator, self.extractor, self.vgg), self.fast)
+        self.autocast = fast_path.autocast(device, self.fast)
 
     @property
     def joint(self) -> bool:
@@ -212,11 +209,17 @@ class Trainer:
 
     # -- updates
 
+    def read(self, losses: dict) -> dict:
+        """Loss values: floats checked at once (plain path), or detached device tensors (fast path)."""
+        if self.defer:
+            return {k: v.detach() for k, v in losses.items()}
+        return check_finite(losses)
+
     def step_autoencoder(self, hr: torch.Tensor) -> dict:
         """One update of the `rec` auto-encoder trained beforehand (Eq. 2)."""
         with self.autocast():
             loss = F.mse_loss(self.extractor.reconstruct(hr).float(), hr.float())
-        values = check_finite({"loss_rec": loss})
+        values = self.read({"loss_rec": loss})
         self.opt_x.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_x.step()
@@ -226,7 +229,7 @@ class Trainer:
         """One MSE pre-training update of the generator (SRGAN 3.2)."""
         with self.autocast():
             loss = F.mse_loss(self.generator(lr).float(), hr.float())
-        values = check_finite({"loss_g": loss})
+        values = self.read({"loss_g": loss})
         self.opt_pre.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_pre.step()
@@ -237,14 +240,14 @@ class Trainer:
         joint = self.joint
         set_trainable(self.extractor, False)  # the generator step must not touch Phi / D
         sr, losses = self.generator_losses(lr, hr)
-        values = check_finite(losses)
+        values = self.read(losses)
         self.opt_g.zero_grad(set_to_none=True)
         losses["loss_g"].backward()
         self.opt_g.step()
         if joint:
             set_trainable(self.extractor, True)
             x_losses = self.extractor_losses(sr.detach(), hr)
-            values.update(check_finite(x_losses))
+            values.update(self.read(x_losses))
             self.opt_x.zero_grad(set_to_none=True)
             sum(x_losses.values()).backward()
             self.opt_x.step()
@@ -278,6 +281,25 @@ def check_finite(losses: dict) -> dict:
         if not math.isfinite(v):
             raise TrainingDiverged(f"{k} became {v}")
     return values
+
+
+def read_back(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """The fast path's deferred loss tensors of several steps as floats, with one device-to-host copy.
+
+    Raises TrainingDiverged at the first non-finite value, its step in `.step`.
+    """
+    tensors = [v.float().reshape(()) for _, losses in pending for v in losses.values()]
+    flat = iter(torch.stack(tensors).tolist() if tensors else [])
+    ready = []
+    for step, losses in pending:
+        values = {k: next(flat) for k in losses}
+        for k, v in values.items():
+            if not math.isfinite(v):
+                err = TrainingDiverged(f"{k} became {v}")
+                err.step = step
+                raise err
+        ready.append((step, values))
+    return ready
 
 
 # ---------------------------------------------------------------- one strategy
@@ -334,7 +356,10 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
         raise UserError(f"dataset {dataset!r}: HR crops of {hr_size} px and LR crops of {lr_all.shape[-1]} px do not "
                         f"match crop.scale {scale}; rerun the crop stage")
     device = choose_device(train.get("device", "auto"))
-    trainer = Trainer(strategy, train, hr_size, scale, device, vgg[0] if strategy.needs_vgg19 else None)
+    fast = fast_path.resolve(train.get("fast", "auto"), device)
+    if fast:
+        fast_path.configure_backends(device)
+    trainer = Trainer(strategy, train, hr_size, scale, device, vgg[0] if strategy.needs_vgg19 else None, fast)
     plan = phases(strategy, train)
     total = sum(n for _, n in plan)
 
@@ -360,6 +385,19 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
         trainer.freeze_extractor()  # resumed after the auto-encoder phase
 
     batch_size, seed = int(train["batch_size"]), int(train["seed"])
+    batches = fast_path.Batches(lr_all, hr_all, lambda s: batch_indices(len(hr_all), batch_size, seed, s),
+                                device, fast, range(step + 1, total + 1))
+    every = int(train["checkpoint_every"])
+
+    def diverged(err: TrainingDiverged, at: int) -> TrainingDiverged:
+        phase, offset = current_phase(plan, at)
+        where = (f"the last good checkpoint {ckpt_path} (step {last_good}) is kept" if last_good is not None
+                 else "no checkpoint was written yet")
+        return TrainingDiverged(f"{dataset}/{name}: {err} at {phase} iteration {at - offset} (global step "
+                                f"{at}); {where}; lower train.lr or check the data")
+
+    pending: list[tuple[int, dict]] = []  # fast path: (step, loss tensors) not read back yet
+    window = time.perf_counter()
     bar = tqdm(total=total, initial=step, desc=f"train {dataset}/{name}", unit="it", dynamic_ncols=True,
                mininterval=1.0)
     try:
@@ -368,9 +406,7 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
                 return out_dir
             step += 1
             phase, offset = current_phase(plan, step)
-            idx = batch_indices(len(hr_all), batch_size, seed, step)
-            lr = imageset.to_unit(lr_all[idx]).to(device)
-            hr = imageset.to_unit(hr_all[idx]).to(device)
+            lr, hr = batches(step)
             start = time.perf_counter()
             try:
                 if phase == "rec":
@@ -380,27 +416,42 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
                 else:
                     values = trainer.step_main(lr, hr)
             except TrainingDiverged as err:
-                where = (f"the last good checkpoint {ckpt_path} (step {last_good}) is kept" if last_good is not None
-                         else "no checkpoint was written yet")
-                raise TrainingDiverged(f"{dataset}/{name}: {err} at {phase} iteration {step - offset} (global step "
-                                       f"{step}); {where}; lower train.lr or check the data") from None
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds[phase] += time.perf_counter() - start
-            if phase == "main":
-                rows.append({"iteration": step - offset, **values})
+                raise diverged(err, step) from None
+            if trainer.defer:
+                # read the losses back in groups, always before a checkpoint and at the end of a phase
+                pending.append((step, values))
+                ready = []
+                if step % READ_BACK_EVERY == 0 or step % every == 0 or step == offset + dict(plan)[phase]:
+                    try:
+                        ready = read_back(pending)
+                    except TrainingDiverged as err:
+                        raise diverged(err, err.step) from None
+                    pending = []
+                    seconds[phase] += time.perf_counter() - window
             else:
-                pre_rows.append({"iteration": step, "phase": phase, "loss": next(iter(values.values()))})
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                seconds[phase] += time.perf_counter() - start
+                ready = [(step, values)]
+            for at, values in ready:
+                at_phase, at_offset = current_phase(plan, at)
+                if at_phase == "main":
+                    rows.append({"iteration": at - at_offset, **values})
+                else:
+                    pre_rows.append({"iteration": at, "phase": at_phase, "loss": next(iter(values.values()))})
             if phase == "rec" and step == plan[0][1]:
                 trainer.freeze_extractor()  # disjoint learning: trained beforehand, then fixed
             bar.update(1)
-            bar.set_postfix({k.removeprefix("loss_"): f"{v:.4g}" for k, v in values.items()}, refresh=False)
-            if step % int(train["checkpoint_every"]) == 0 and step < total:
+            if ready:
+                bar.set_postfix({k.removeprefix("loss_"): f"{v:.4g}" for k, v in ready[-1][1].items()}, refresh=False)
+            if step % every == 0 and step < total:
                 save_checkpoint(ckpt_path, {"inputs_hash": digest, "step": step, "trainer": trainer.state_dict(),
                                             "log": rows, "pretrain_log": pre_rows, "seconds": seconds,
                                             "rng": {"torch": torch.get_rng_state(),
                                                     "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}})
                 last_good = step
+            if ready:
+                window = time.perf_counter()  # the next read-back window starts here
     finally:
         bar.close()
 
@@ -411,7 +462,7 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
     main_iterations = plan[-1][1]
     config = {**base, "arch": trainer.arch, "lambda1": trainer.lambda1, "lambda2": trainer.lambda2,
               "iterations": main_iterations, "phases": dict(plan), "device": str(device),
-              "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+              "fast": fast, "precision": "bf16 autocast" if fast and device.type == "cuda" else "fp32",
               "torch": torch.__version__, "seconds": round(sum(seconds.values()), 3),
               "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
               "seconds_per_iteration": round(seconds["main"] / max(main_iterations, 1), 4), "completed": True}
@@ -478,4 +529,16 @@ def train_dataset(params: dict, dataset: str, strategies: list[str] | None = Non
             lr, hr, _ = imageset.load_pairs(dataset, "train", root)
             data = (lr, hr)
         outputs.append(train_strategy(params, dataset, name, out_dir, data, manifest_sha, vgg, stop_after))
+    export_curves(dataset, outputs, root)
     return outputs
+
+
+def export_curves(dataset: str, strategy_dirs: list[Path], root: Path = Path(".")) -> None:
+    """Copy each strategy's log.csv to plots/train/<dataset>/<slug>.csv, the folder `dvc plots` reads.
+
+    A copy, because dvc plots cannot pick the CSVs out of the models folder (it holds weights too).
+    """
+    for out_dir in strategy_dirs:
+        log_csv = out_dir / "log.csv"
+        if log_csv.is_file():
+            atomic_write_bytes(root / paths.train_curve_path(dataset, out_dir.name), log_csv.read_bytes())

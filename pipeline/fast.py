@@ -1,0 +1,130 @@
+"""The fast training path (params `train.fast`: auto | on | off; auto = on).
+
+The networks are small and the mini-batch is 10, so an eager fp32 loop that copies each batch
+from the host and reads every loss back at once leaves most of a GPU idle. The fast path
+changes how a step runs, never what it computes (bench/README.md states the tolerances):
+
+- `Batches`: the training crops are put on the device once as uint8 tensors; each step's batch
+  is gathered and converted to [-1,1] there. The batch indices of every step are the same
+  function of (seed, step) as the plain path's (pipeline.train.batch_indices), computed up front
+  and uploaded once, so no image data crosses the host-device link during training;
+- channels_last memory format for the conv nets (`memory_format`);
+- bf16 autocast on CUDA (`autocast`); the losses (MSE, BCE-with-logits) are computed in fp32;
+- cuDNN autotuning (`configure_backends`) and fused Adam on CUDA (`adam`);
+- loss values are read back in groups rather than after every step (pipeline.train), so the
+  host can queue the next steps while the GPU works.
+
+torch.compile is not switched on by the train stage (it has not been measured on a GPU here);
+bench/bench.py --compile measures it (`compile_module`).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Iterable
+
+import torch
+from torch import nn
+
+from pipeline import imageset
+
+MODES = ("auto", "on", "off")
+DEVICE_DATA_SHARE = 0.5   # keep the crops on the GPU only when they use at most this share of its free memory
+
+
+def resolve(setting: str | bool | None, device: torch.device) -> bool:
+    """Whether the fast path is on: `on`/`off` as given, `auto` (or None) = on.
+
+    On CPU the fast path is channels_last alone (bf16 autocast is CUDA only): measured 1.1-1.3x
+    faster with losses equal to within 3e-7 (bench/results-cpu.md), so `auto` takes it there too.
+    """
+    if isinstance(setting, bool):
+        return setting
+    if setting in (None, "auto"):
+        return True
+    if setting not in MODES:
+        raise ValueError(f"train.fast: invalid value {setting!r}; valid choices: {', '.join(MODES)}")
+    return setting == "on"
+
+
+def configure_backends(device: torch.device) -> None:
+    """cuDNN autotuning: the input shapes never change during a run, so the best kernels are found once."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def memory_format(fast: bool) -> torch.memory_format:
+    return torch.channels_last if fast else torch.contiguous_format
+
+
+def set_memory_format(modules: Iterable[nn.Module | None], fast: bool) -> None:
+    """channels_last weights for the fast path, the default layout otherwise (in place)."""
+    for module in modules:
+        if module is not None:
+            module.to(memory_format=memory_format(fast))
+
+
+def autocast(device: torch.device, fast: bool) -> Callable[[], ContextManager]:
+    """A factory of the forward-pass context: bf16 autocast on CUDA in the fast path, else nothing."""
+    if fast and torch.device(device).type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext
+
+
+def adam(params, lr: float, betas: tuple[float, float], device: torch.device, fast: bool) -> torch.optim.Adam:
+    """Adam; fused into one kernel per step on CUDA in the fast path."""
+    fused = fast and torch.device(device).type == "cuda"
+    return torch.optim.Adam(params, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+
+def compile_module(module: nn.Module) -> nn.Module:
+    """torch.compile a network (bench only; see the module docstring)."""
+    return torch.compile(module)
+
+
+class Batches:
+    """The mini-batches of a run as (lr, hr) in [-1,1] on `device`, by 1-based global step.
+
+    `indices(step)` gives the batch indices of a step (pipeline.train.batch_indices). Plain path:
+    gather on the host, convert, copy to the device at each step. Fast path: uint8 crops and the
+    index table of `steps` live on the device (or in pinned host memory when they would take more
+    than DEVICE_DATA_SHARE of the GPU's free memory); batches come out channels_last.
+    """
+
+    def __init__(self, lr_u8: torch.Tensor, hr_u8: torch.Tensor, indices: Callable[[int], torch.Tensor],
+                 device: torch.device, fast: bool, steps: range | None = None) -> None:
+        self.indices, self.device, self.fast = indices, torch.device(device), fast
+        self.lr, self.hr = lr_u8, hr_u8
+        self.table, self.first = None, None
+        if not fast:
+            return
+        store = self.device
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if lr_u8.nbytes + hr_u8.nbytes > DEVICE_DATA_SHARE * free:
+                store = torch.device("cpu")    # too large: gather on the host, copy asynchronously
+        self.store = store
+        if store.type == "cuda":
+            self.lr, self.hr = lr_u8.to(store), hr_u8.to(store)
+        elif self.device.type == "cuda":
+            self.lr, self.hr = lr_u8.pin_memory(), hr_u8.pin_memory()
+        if steps is not None and len(steps):
+            self.first = steps.start
+            self.table = torch.stack([indices(s) for s in steps]).to(store)
+
+    def _index(self, step: int) -> torch.Tensor:
+        if self.table is not None and 0 <= step - self.first < len(self.table):
+            return self.table[step - self.first]
+        return self.indices(step).to(self.lr.device)
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.fast:
+            idx = self.indices(step)
+            return imageset.to_unit(self.lr[idx]).to(self.device), imageset.to_unit(self.hr[idx]).to(self.device)
+        idx = self._index(step)
+        lr, hr = self.lr.index_select(0, idx), self.hr.index_select(0, idx)
+        if lr.device != self.device:
+            lr, hr = lr.pin_memory().to(self.device, non_blocking=True), hr.pin_memory().to(self.device, non_blocking=True)
+        fmt = torch.channels_last
+        return (imageset.to_unit(lr).contiguous(memory_format=fmt),
+                imageset.to_unit(hr).contiguous(memory_format=fmt))

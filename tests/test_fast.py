@@ -1,0 +1,213 @@
+"""The fast training path (pipeline.fast, train.fast) and the speed benchmark (bench/bench.py).
+
+Tolerances (CPU, where the fast path = crops held as uint8 tensors and batched on the device,
+channels_last, grouped loss read-back):
+- per-step losses of fast vs plain training on the same seed and data: relative 1e-5 (observed
+  below 3e-7: channels_last only reorders the convolutions' float sums);
+- the generator loss under bf16 autocast vs fp32: relative 2e-2 (bf16 keeps 8 significant bits,
+  a relative rounding of 2^-8 = 3.9e-3 per operation; observed below 3e-3).
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline import fast, imageset, paths, strategies
+from pipeline.config import load_params, validate
+from pipeline.errors import ConfigError
+from pipeline.train import Trainer, TrainingDiverged, batch_indices, train_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = "tiny"
+HR, SCALE = 32, 4
+FAST_RTOL = 1e-5
+BF16_RTOL = 2e-2
+
+
+def tiny_params(**train) -> dict:
+    params = load_params(REPO / "params.yaml")
+    params["crop"].update({"hr_size": HR, "scale": SCALE})
+    params["train"].update({"iterations": 4, "batch_size": 3, "checkpoint_every": 2, "rec_pretrain": 2,
+                            "pretrain_mse": 0, "device": "cpu", "seed": 0,
+                            "generator": {"blocks": 2, "width": 8, "upsample": "pixelshuffle"},
+                            "discriminator": {"blocks": 4, "width": 8, "dense": 16}})
+    params["train"].update(train)
+    return params
+
+
+def crops(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth random colour fields (uint8 HR) and their area-downscaled LR crops."""
+    rng = np.random.default_rng(seed)
+    hr = np.stack([cv2.resize(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), (HR, HR),
+                              interpolation=cv2.INTER_CUBIC) for _ in range(n)])
+    lr = np.stack([cv2.resize(h, (HR // SCALE, HR // SCALE), interpolation=cv2.INTER_AREA) for h in hr])
+    to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+    return to_tensor(lr), to_tensor(hr)
+
+
+def write_crops(root: Path, n: int = 8) -> None:
+    lr, hr = crops(n)
+    base = root / paths.crops_dir(DATASET)
+    rows = []
+    for i in range(n):
+        for kind, image in (("hr", hr[i]), ("lr", lr[i])):
+            (base / "train" / kind).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(base / "train" / kind / f"{i:04d}.png"), np.ascontiguousarray(image.permute(1, 2, 0).numpy()))
+        rows.append({"id": f"{i:04d}", "split": "train", "source": "synthetic", "x": 0, "y": 0, "size": HR,
+                     "hr": f"train/hr/{i:04d}.png", "lr": f"train/lr/{i:04d}.png"})
+    pd.DataFrame(rows, columns=list(imageset.MANIFEST_COLUMNS)).to_csv(base / "manifest.csv", index=False)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train_steps(name: str, use_fast: bool, steps: int = 4) -> list[dict]:
+    params = tiny_params()
+    lr_u8, hr_u8 = crops()
+    trainer = Trainer(strategies.get(name), params["train"], HR, SCALE, torch.device("cpu"), fast=use_fast)
+    batches = fast.Batches(lr_u8, hr_u8, lambda s: batch_indices(len(hr_u8), 3, 0, s), torch.device("cpu"),
+                           use_fast, range(1, steps + 1))
+    out = []
+    for step in range(1, steps + 1):
+        lr, hr = batches(step)
+        out.append({k: float(v) for k, v in trainer.step_main(lr, hr).items()})
+    return out
+
+
+# ---------------------------------------------------------------- switches
+
+def test_resolve_auto_is_on_for_every_device():
+    assert fast.resolve("auto", torch.device("cpu")) is True
+    assert fast.resolve("auto", torch.device("cuda")) is True
+    assert fast.resolve("on", torch.device("cpu")) is True and fast.resolve("off", torch.device("cuda")) is False
+    with pytest.raises(ValueError, match="valid choices: auto, on, off"):
+        fast.resolve("fastest", torch.device("cpu"))
+
+
+def test_config_validates_train_fast():
+    params = load_params(REPO / "params.yaml")
+    assert params["train"]["fast"] == "auto"
+    bad = copy.deepcopy(params)
+    bad["train"]["fast"] = "turbo"
+    with pytest.raises(ConfigError, match="train.fast: invalid value 'turbo'; valid choices: auto, on, off"):
+        validate(bad)
+    yaml_on = copy.deepcopy(params)
+    yaml_on["train"]["fast"] = True  # what YAML 1.1 makes of a bare `on`
+    assert validate(yaml_on)["train"]["fast"] == "on"
+
+
+def test_fast_batches_equal_plain_batches_in_channels_last():
+    lr_u8, hr_u8 = crops()
+    index = lambda s: batch_indices(len(hr_u8), 3, 0, s)
+    plain = fast.Batches(lr_u8, hr_u8, index, torch.device("cpu"), False)
+    quick = fast.Batches(lr_u8, hr_u8, index, torch.device("cpu"), True, range(1, 4))
+    for step in (1, 3, 7):  # 7 is outside the precomputed index table
+        (a_lr, a_hr), (b_lr, b_hr) = plain(step), quick(step)
+        assert torch.equal(a_lr, b_lr) and torch.equal(a_hr, b_hr)
+        assert b_hr.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_trainer_networks_take_the_memory_format_of_their_path():
+    trainer = Trainer(strategies.get("adv,rec"), tiny_params()["train"], HR, SCALE, fast=True)
+    conv = trainer.generator.head[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    plain = Trainer(strategies.get("adv,rec"), tiny_params()["train"], HR, SCALE, fast=False)
+    assert plain.extractor.encoder[1][0].weight.is_contiguous()
+
+
+# ---------------------------------------------------------------- same losses
+
+@pytest.mark.parametrize("name", ["mse", "ran", "adv,rec"])
+def test_fast_path_losses_match_plain_path(name):
+    plain, quick = train_steps(name, False), train_steps(name, True)
+    assert [r.keys() for r in plain] == [r.keys() for r in quick]
+    for a, b in zip(plain, quick):
+        for k in a:
+            assert b[k] == pytest.approx(a[k], rel=FAST_RTOL), (k, a[k], b[k])
+    assert plain[0] != plain[-1]  # the networks did learn: the comparison covers updated weights
+
+
+@pytest.mark.parametrize("name", ["mse", "adv,rec"])
+def test_bf16_autocast_generator_loss_within_tolerance(name):
+    trainer = Trainer(strategies.get(name), tiny_params()["train"], HR, SCALE, fast=False)
+    lr_u8, hr_u8 = crops()
+    lr, hr = imageset.to_unit(lr_u8[:3]), imageset.to_unit(hr_u8[:3])
+    with torch.no_grad():
+        _, fp32 = trainer.generator_losses(lr, hr)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            sr16, bf16 = trainer.generator_losses(lr, hr)
+    assert sr16.dtype == torch.bfloat16  # autocast did run the generator in bf16
+    for k in fp32:
+        assert bf16[k].dtype == torch.float32  # the losses themselves are fp32
+        assert float(bf16[k]) == pytest.approx(float(fp32[k]), rel=BF16_RTOL), k
+
+
+def test_train_stage_fast_on_matches_off_and_resumes_exactly(tmp_path):
+    logs = {}
+    for mode in ("off", "on"):
+        root = tmp_path / mode
+        write_crops(root)
+        folder = train_dataset(tiny_params(fast=mode, iterations=5), DATASET, ["adv,rec"], root)[0]
+        logs[mode] = pd.read_csv(folder / "log.csv")
+    assert list(logs["on"]["iteration"]) == [1, 2, 3, 4, 5]
+    pd.testing.assert_frame_equal(logs["off"], logs["on"], check_exact=False, rtol=FAST_RTOL)
+    # killed after step 3 of the fast path: the checkpoint of step 2 is resumed bit-identically on CPU
+    cut = tmp_path / "cut"
+    write_crops(cut)
+    params = tiny_params(fast="on", iterations=5)
+    train_dataset(params, DATASET, ["adv,rec"], cut, stop_after=3)
+    folder = train_dataset(params, DATASET, ["adv,rec"], cut)[0]
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "log.csv"), logs["on"])
+    whole = torch.load(tmp_path / "on" / "models" / DATASET / "adv+rec" / "generator.pt", weights_only=True)
+    resumed = torch.load(folder / "generator.pt", weights_only=True)
+    assert all(torch.equal(whole["state_dict"][k], resumed["state_dict"][k]) for k in whole["state_dict"])
+
+
+def test_fast_path_reports_divergence_at_the_right_step(tmp_path):
+    write_crops(tmp_path)
+    params = tiny_params(fast="on", pretrain_mse=2, checkpoint_every=2, lambda1=float("inf"))
+    with pytest.raises(TrainingDiverged) as err:
+        train_dataset(params, DATASET, ["mse"], tmp_path)
+    folder = tmp_path / "models" / DATASET / "mse"
+    assert "loss_g became inf at main iteration 1 (global step 3)" in str(err.value)
+    assert "(step 2)" in str(err.value)
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+# ---------------------------------------------------------------- the benchmark script
+
+def test_bench_tiny_runs_end_to_end(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bench.py"), "--tiny", "--device", "cpu",
+                           "--threads", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "results-cpu.csv")
+    train = table[table["section"] == "train"]
+    expected = [n for n in strategies.NAMES if strategies.get(n).trains_generator]
+    assert set(expected) <= set(train["item"])
+    timed = train[train["measured"]]
+    assert {"mse", "adv,rec"} <= set(timed["item"])  # need no ImageNet weights
+    assert (timed["plain"] > 0).all() and (timed["fast"] > 0).all()
+    assert np.allclose(timed["ratio"], timed["fast"] / timed["plain"], rtol=1e-3)
+    assert (train["flops"] > 0).all()
+    # more networks to train costs more FLOPs: adv,rec (G + D + decoder) > mse (G only)
+    flops = train.set_index("item")["flops"]
+    assert flops["adv,rec"] > flops["mse"]
+    evals = table[table["section"] == "eval"]
+    assert evals["item"].str.startswith("score_batch").any() and (evals["plain"] > 0).all()
+    md = (tmp_path / "results-cpu.md").read_text()
+    assert "| strategy | GFLOP/it" in md and "fast/plain" in md and "ESTIMATE" in md and "load average" in md
