@@ -73,3 +73,42 @@ def test_experiment_with_joint_variant_shows_in_exp_show(project):
     assert '"joint"' in text
     assert "dis+rec" in text
     assert "pe_alex" in text
+
+
+def _strategy_of(work: Path, env: dict) -> object:
+    import yaml
+
+    return yaml.safe_load((work / "params.yaml").read_text())["strategy"]
+
+
+def test_escaped_comma_and_list_forms(project):
+    work, env = project
+    _run(["dvc", "exp", "run", "-n", "escaped", "-S", "strategy=dis\\,rec"], work, env)
+    assert _strategy_of(work, env) == "dis,rec"
+    _run(["dvc", "exp", "run", "-n", "two", "-S", "strategy=[dis,rec]"], work, env)
+    assert _strategy_of(work, env) == ["dis", "rec"]
+    metrics = json.loads((work / "metrics" / "sample-texture.json").read_text())
+    assert {"dis", "rec"} <= set(metrics["strategies"]) and "dis,rec" not in metrics["strategies"]
+
+
+def test_queued_sweep_runs_one_experiment_per_variant(project):
+    import time
+
+    work, env = project
+    _run(["git", "add", "-A"], work, env)
+    _run(["git", "commit", "-qm", "before sweep", "--allow-empty"], work, env)
+    queued = _run(["dvc", "exp", "run", "--queue", "-S", "strategy=dis,rec"], work, env)
+    assert queued.stdout.count("Queued experiment") == 2
+    _run(["dvc", "queue", "start"], work, env)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = _run(["dvc", "queue", "status"], work, env).stdout
+        if "Running" not in status and "Queued" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    shown = _run(["dvc", "exp", "show", "--no-pager", "--md", "--drop", ".*", "--keep", "Experiment|strategy"],
+                 work, env).stdout
+    rows = [line for line in shown.splitlines() if line.startswith("|") and ("├" in line or "└" in line)]
+    assert any(line.rstrip(" |").endswith("| dis") for line in rows), shown
+    assert any(line.rstrip(" |").endswith("| rec") for line in rows), shown
