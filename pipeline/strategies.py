@@ -142,3 +142,16 @@ def select(value: object) -> list[str]:
         if name not in selected:
             selected.append(name)
     return selected
+
+
+def select_text(text: str) -> list[str]:
+    """`select` for a command-line value: `all`, a name or alias, or a YAML list such as `[dis, rec]`."""
+    text = text.strip()
+    if text.startswith("["):
+        import yaml
+
+        try:
+            return select(yaml.safe_load(text))
+        except yaml.YAMLError:
+            raise ConfigError(f"--strategy: {text!r} is not a valid list; write it as [name, name]") from None
+    return select(text)

@@ -7,7 +7,6 @@ from pathlib import Path
 from pipeline import strategies
 from pipeline.cli import run, stage_parser
 from pipeline.config import dataset_spec, load_params
-from pipeline.errors import ConfigError
 from pipeline.train import train_dataset
 
 
@@ -20,23 +19,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     dataset_spec(params, args.dataset)  # unknown dataset -> ConfigError naming the valid ones
-    selected = None
-    if args.strategy is not None:
-        selected = strategies.select(parse_strategy(args.strategy))
+    selected = None if args.strategy is None else strategies.select_text(args.strategy)
     train_dataset(params, args.dataset, selected, Path("."))
-
-
-def parse_strategy(text: str) -> object:
-    """The --strategy value with the param's syntax: `all`, a name/alias, or a YAML list `[a, b]`."""
-    text = text.strip()
-    if text.startswith("["):
-        import yaml
-
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"--strategy: {text!r} is not a valid list; write it as [name, name]") from None
-    return text
 
 
 if __name__ == "__main__":

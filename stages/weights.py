@@ -1,4 +1,4 @@
-"""Resolve the ImageNet backbones the run needs (LPIPS trunks, VGG19 for cla/srgan) into weights/."""
+"""Resolve every ImageNet backbone the pipeline can use (LPIPS trunks, VGG19 for cla/srgan) into weights/."""
 
 from pipeline import cli
 from pipeline.config import load_params

@@ -51,3 +51,11 @@ def test_registry_matches_the_paper():
     assert all(s.description for s in strategies.REGISTRY.values())
     with pytest.raises(ConfigError):
         get("bogus")
+
+
+def test_select_text_reads_the_command_line_forms():
+    assert strategies.select_text("dis+rec") == ["dis,rec"]
+    assert strategies.select_text(" [dis, rec] ") == ["dis", "rec"]
+    assert strategies.select_text("all") == list(strategies.NAMES)
+    with pytest.raises(ConfigError, match="not a valid list"):
+        strategies.select_text("[dis, rec")
