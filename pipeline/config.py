@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.fileio import atomic_write_text
 
 SECTIONS = ("datasets", "data", "crop", "strategy", "train", "eval", "report")
 SOURCE_TYPES = ("skimage", "pypi", "url", "folder")
@@ -285,14 +286,12 @@ def apply_overlay(params_path: str | Path, overlay_path: str | Path) -> dict:
     rt.preserve_quotes = True
     rt.width = 4096  # never re-wrap long lines of the hand-written file
     with params_path.open() as fh:
-        merged = _merge(rt.load(fh), overlay)
+        text = _dump(rt, _merge(rt.load(fh), overlay))
     try:
-        validate(yaml.safe_load(_dump(rt, merged)))
+        validate(yaml.safe_load(text))
     except ConfigError as err:
         raise ConfigError(f"{overlay_path}: {err}") from None
-    tmp = params_path.with_suffix(".yaml.tmp")
-    tmp.write_text(_dump(rt, merged))
-    tmp.replace(params_path)
+    atomic_write_text(params_path, text)
     return load_params(params_path)
 
 

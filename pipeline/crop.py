@@ -27,7 +27,8 @@ from pipeline import paths
 from pipeline.config import dataset_spec
 from pipeline.errors import UserError
 from pipeline.imageset import MANIFEST_COLUMNS
-from pipeline.sources import read_record, staged
+from pipeline.fileio import staged
+from pipeline.sources import read_record
 
 log = logging.getLogger(__name__)
 

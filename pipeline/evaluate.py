@@ -13,7 +13,6 @@ be recomputed from the PNGs. Outputs, each written atomically:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -30,8 +29,9 @@ from tqdm import tqdm
 
 from pipeline import metrics, paths, perceptual, strategies
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write_text
+from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.imageset import from_unit, load_pairs, to_unit
+from pipeline.train import choose_device
 from pipeline.weights import DEFAULT_ORDER
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,6 @@ LOW_LEVEL = ("l2", "ssim", "ssim_error", "psnr", "psnr_y")
 COLUMNS = ("id", "strategy") + LOW_LEVEL + perceptual.ALL_COLUMNS
 SELECTION_RULE = "best method minimises the maximum PE across the available networks (GCN paper 4.2)"
 BASELINE = "bicubic"
-
-
-def pick_device(choice: str = "auto") -> torch.device:
-    """CUDA when present (or asked for), else CPU."""
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -93,7 +86,8 @@ def score_batch(models: dict[str, torch.nn.Module], nets: dict[str, perceptual.P
     """
     lr_unit = to_unit(lr_u8).to(device)
     hr_np = hr_u8.permute(0, 2, 3, 1).numpy()
-    hr_feats = {net: model.features(to_unit(hr_u8).to(device)) for net, model in nets.items()}
+    hr_unit = to_unit(hr_u8).to(device)
+    hr_feats = {net: model.features(hr_unit) for net, model in nets.items()}
     results = {}
     for name, model in models.items():
         sr_u8 = from_unit(model(lr_unit).float().cpu())
@@ -120,7 +114,7 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
     started = time.perf_counter()
     lr, hr, ids = load_pairs(dataset, "test", root)
     scale = hr.shape[-1] // lr.shape[-1]
-    device = pick_device(params.get("train", {}).get("device", "auto"))
+    device = choose_device(params["train"].get("device", "auto"))
     models = {name: m.to(device) for name, m in load_models(params, dataset, root, scale).items()}
     order = params["eval"].get("weights_order", DEFAULT_ORDER)
     nets, status = perceptual.load_networks(params["eval"]["networks"], order, root, device)
@@ -182,7 +176,7 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
             "pe": "pe_<net>_lin: LPIPS v0.1 calibrated; pe_<net>: LPIPS(lpips=False)/2 = sum over layers of the spatial mean of 1 - cos (uncalibrated, as the paper)",
         },
     }
-    atomic_write_text(root / paths.metrics_path(dataset), json.dumps(_finite(result), indent=2) + "\n")
+    atomic_write_json(root / paths.metrics_path(dataset), _finite(result))
     return result
 
 

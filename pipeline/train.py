@@ -52,7 +52,6 @@ from pipeline.strategies import Strategy
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-MAIN_LOG_COLUMNS = ("loss_g", "loss_content", "loss_adv", "loss_d", "loss_rec")
 READ_BACK_EVERY = 50  # fast path: loss values are read from the device every this many steps (and at checkpoints)
 
 

@@ -48,7 +48,7 @@ from torch import nn
 
 from pipeline import paths
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write_bytes, sha256_bytes, sha256_file
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +236,7 @@ def read_manifest(root: Path = Path(".")) -> dict:
 def _update_manifest(root: Path, name: str, record: dict) -> None:
     manifest = read_manifest(root)
     manifest[name] = record
-    text = json.dumps(dict(sorted(manifest.items())), indent=2) + "\n"
-    atomic_write_bytes(weights_dir(root) / MANIFEST, text.encode())
+    atomic_write_json(weights_dir(root) / MANIFEST, dict(sorted(manifest.items())))
 
 
 def _from_cache(name: str, root: Path) -> tuple[dict, dict]:
@@ -370,10 +369,9 @@ def record_unavailable(name: str, reason: str, root: Path = Path(".")) -> dict:
 # ---------------------------------------------------------------- which networks a run needs
 
 EVAL_BACKBONES = {"squeeze": "squeezenet1_1", "alex": "alexnet", "vgg": "vgg16"}
-VGG19_STRATEGIES = ("cla", "srgan")
 
 
-def needed_networks(params: dict) -> list[str]:
+def needed_networks() -> list[str]:
     """The backbones the weights stage resolves: every evaluation network and VGG19.
 
     Deliberately independent of `strategy` and `eval.networks`: changing either must not change
@@ -389,7 +387,7 @@ def fetch_all(params: dict, root: Path = Path(".")) -> dict:
     """
     order = tuple(params["eval"].get("weights_order", DEFAULT_ORDER))
     records = {}
-    for name in needed_networks(params):
+    for name in needed_networks():
         try:
             _, record = resolve(name, order, root)
         except WeightsUnavailable as err:
