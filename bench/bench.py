@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import datetime as dt
-import io
 import math
 import os
 import platform
@@ -48,6 +46,7 @@ from pipeline.evaluate import score_batch
 from pipeline.imageset import to_unit
 from pipeline.models import Bicubic, Generator
 from pipeline.train import READ_BACK_EVERY, Trainer, batch_indices, read_back
+from pipeline.train import write_csv as train_write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = [n for n in registry.NAMES if registry.get(n).trains_generator]
@@ -501,15 +500,8 @@ CSV_COLUMNS = ("section", "size", "hr", "batch", "item", "unit", "plain", "fast"
 
 
 def write_csv(path: Path, rows: list[dict], env: dict) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v))
-                         for k, v in {**r, **env}.items()})
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    """One CSV row per measurement, the environment repeated on each (same writer as the training logs)."""
+    train_write_csv(path, list(CSV_COLUMNS), [{**r, **env} for r in rows])
 
 
 def render_markdown(env: dict, per_size: dict, estimates: list[str], notes: list[str], args, auto_fast: bool) -> str:
