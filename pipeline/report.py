@@ -303,8 +303,8 @@ def data_sources(params: Mapping, root: Path) -> list[dict]:
         files = _files_list(record.get("files"))
         # one digest over every file's checksum identifies the whole raw set even when the list is cut
         digest = hashlib.sha256("\n".join(f"{f['name']} {f['sha256']}" for f in files).encode()).hexdigest()
-        crops = {k: info[k] for k in ("counts", "hr_size", "lr_size", "scale", "downscale", "split", "seed",
-                                      "skipped", "converted") if info.get(k) not in (None, {}, [])}
+        crops = {k: info[k] for k in ("counts", "requested", "prep", "hr_size", "lr_size", "scale", "downscale",
+                                      "lr_from", "split", "seed", "skipped", "converted") if info.get(k) not in (None, {}, [])}
         out.append({"dataset": ds, "found": bool(record), "fields": fields,
                     "nested": {k: json.dumps(v) for k, v in nested.items()},
                     "files": files[:MAX_FILES_LISTED], "n_files": len(files), "files_digest": digest if files else None,
