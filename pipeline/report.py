@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline import paths, strategies, tables
+from pipeline import paths, sources, strategies, tables
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_text
 from pipeline.imageset import read_manifest, read_png
@@ -534,6 +534,7 @@ def build_report(params: dict, root: Path = Path("."), version: str | None = Non
     """
     root = Path(root)
     version = report_version(params, root, version)
+    params = sources.mark_stand_ins(params, root)   # e.g. imagenet downloaded as Imagenette is labelled a stand-in
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     metrics = load_metrics(params, root)
     paper = tables.load_paper()
