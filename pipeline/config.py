@@ -18,7 +18,9 @@ from pipeline.fileio import atomic_write_text
 SECTIONS = ("datasets", "data", "crop", "strategy", "train", "eval", "report")
 SOURCE_TYPES = ("skimage", "pypi", "url", "folder")
 SPLITS = ("by_image", "by_region")
-DOWNSCALE_METHODS = ("bicubic", "bicubic_antialias", "area")
+DOWNSCALE_METHODS = ("bicubic", "bilinear", "bicubic_antialias", "area", "matlab")   # pipeline.crop.resize
+PREPS = ("crop", "resize")        # data.<ds>.crop.prep: random HR crops, or each whole image resized (authors)
+LR_SOURCES = ("hr", "source")     # crop.lr_from: the LR image is made from the HR image, or from the source
 DEVICES = ("auto", "cpu", "cuda")
 FAST_MODES = ("auto", "on", "off")    # train.fast: the fast training path (pipeline.fast); auto = on
 UPSAMPLE_MODES = ("pixelshuffle", "nearest")
@@ -29,12 +31,12 @@ DATASET_KEYS = ("description", "stand_in_for", "source", "crop", "test_only")
 SOURCE_KEYS = {
     "skimage": ("type", "images"),
     "pypi": ("type", "package", "members", "license"),
-    "url": ("type", "url", "sha256", "size", "user_folder", "members"),
+    "url": ("type", "url", "sha256", "size", "user_folder", "members", "stand_in"),
     "folder": ("type", "path", "recursive"),
 }
 SOURCE_REQUIRED = {"skimage": ("images",), "pypi": ("package",), "url": ("url",), "folder": ("path",)}
-CROP_POLICY_KEYS = ("n_train", "n_test", "split", "test_share")
-CROP_KEYS = ("hr_size", "scale", "downscale", "seed")
+CROP_POLICY_KEYS = ("prep", "n_train", "n_test", "split", "test_share")
+CROP_KEYS = ("hr_size", "scale", "downscale", "lr_from", "seed")
 TRAIN_KEYS = (
     "iterations", "batch_size", "lr", "beta1", "lambda1", "lambda2", "feature_layer",
     "pretrain_mse", "rec_pretrain", "rec_on_generated", "checkpoint_every", "seed", "device",
@@ -113,6 +115,9 @@ def _validate_source(source: Any, where: str) -> None:
         raise ConfigError(f"{where}.url: must start with http://, https:// or file://, got {source['url']!r}")
     if "size" in source:
         _int(source["size"], f"{where}.size")
+    if "stand_in" in source and not (isinstance(source["stand_in"], str) and source["stand_in"].strip()):
+        raise ConfigError(f"{where}.stand_in: must be a sentence saying what the download stands in for, "
+                          f"got {source['stand_in']!r}")
 
 
 def _validate_dataset(name: str, spec: Any) -> None:
@@ -130,7 +135,11 @@ def _validate_dataset(name: str, spec: Any) -> None:
     if not test_only and policy.get("n_train", 0) < 1:
         raise ConfigError(f"{where}.crop.n_train: must be a positive integer for a training dataset "
                           f"(set test_only: true for a test-only set)")
-    _choice(policy.get("split", "by_image"), SPLITS, f"{where}.crop.split")
+    prep = _choice(policy.get("prep", "crop"), PREPS, f"{where}.crop.prep")
+    split = _choice(policy.get("split", "by_image"), SPLITS, f"{where}.crop.split")
+    if prep == "resize" and split != "by_image":
+        raise ConfigError(f"{where}.crop.split: {split} needs prep: crop (a resized whole image has no regions); "
+                          f"valid choices with prep: resize: by_image")
     _float(policy.get("test_share", DEFAULT_TEST_SHARE), f"{where}.crop.test_share", 0.0, 0.9, open_min=True)
 
 
@@ -144,6 +153,7 @@ def _validate_crop(crop: Any) -> None:
     if hr // scale < 4:
         raise ConfigError(f"crop.hr_size: {hr} / scale {scale} gives LR images under 4 pixels; use a larger hr_size")
     _choice(crop.get("downscale", "bicubic"), DOWNSCALE_METHODS, "crop.downscale")
+    _choice(crop.get("lr_from", "hr"), LR_SOURCES, "crop.lr_from")
     _int(crop.get("seed", 0), "crop.seed", minimum=0)
 
 
@@ -244,7 +254,7 @@ def dataset_spec(params: dict, name: str) -> dict:
     if name not in params["data"]:
         raise ConfigError(f"unknown dataset {name!r}; valid choices: {_choices(params['data'])}")
     spec = dict(params["data"][name])
-    policy = {"n_train": 0, "n_test": 1, "split": "by_image", "test_share": DEFAULT_TEST_SHARE}
+    policy = {"prep": "crop", "n_train": 0, "n_test": 1, "split": "by_image", "test_share": DEFAULT_TEST_SHARE}
     policy.update(spec.get("crop", {}))
     spec["crop"] = policy
     spec["name"] = name

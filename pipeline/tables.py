@@ -184,9 +184,9 @@ def load_paper(path: Path = paths.PAPER_RESULTS) -> pd.DataFrame:
 
 def paper_dataset(params: Mapping, dataset: str) -> tuple[str | None, bool]:
     """The paper's dataset whose numbers a dataset is compared with, and whether it is a stand-in."""
-    if dataset in PAPER_DATASETS:
-        return dataset, False
     spec = params.get("data", {}).get(dataset, {})
+    if dataset in PAPER_DATASETS:   # a paper dataset downloaded as a stand-in (sources.mark_stand_ins)
+        return dataset, spec.get("stand_in_for") == dataset
     target = spec.get("stand_in_for")
     if target in PAPER_DATASETS:
         return target, True

