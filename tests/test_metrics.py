@@ -102,6 +102,8 @@ def test_psnr_matches_numpy_and_shaves():
     a, b = sr / 255.0, hr / 255.0
     assert metrics.psnr(sr, hr, 0) == pytest.approx(-10 * np.log10(np.mean((a - b) ** 2)), rel=1e-12)
     assert metrics.psnr(sr, hr) == metrics.psnr(sr, hr, 0)
+    assert metrics.psnr_y(sr, hr) == metrics.psnr_y(sr, hr, 0) != metrics.psnr_y(sr, hr, 1)
+    assert metrics.ssim_y(sr, hr) == metrics.ssim_y(sr, hr, 0) != metrics.ssim_y(sr, hr, 1)
     shaved = np.mean((a[4:-4, 4:-4] - b[4:-4, 4:-4]) ** 2)
     assert metrics.psnr(sr, hr, 4) == pytest.approx(10 * np.log10(1 / shaved), rel=1e-12)
     assert metrics.psnr(sr, hr, 4) != pytest.approx(metrics.psnr(sr, hr, 0), rel=1e-6)
@@ -189,6 +191,10 @@ def test_shave_refuses_images_smaller_than_the_border():
         metrics.psnr(np.zeros((6, 6, 3), np.uint8), np.zeros((6, 6, 3), np.uint8), 3)
     with pytest.raises(ValueError):
         metrics.shave(np.zeros((20, 6)), 3)                  # too narrow, tall enough
+    with pytest.raises(ValueError, match="from a 6x20 image"):
+        metrics.shave(np.zeros((6, 20)), 3)                  # too short, wide enough
+    with pytest.raises(ValueError):
+        metrics.shave(np.zeros((5, 20)), 1 + 2)
     assert metrics.shave(np.zeros((7, 7)), 3).shape == (1, 1)
     image = np.arange(25.0).reshape(5, 5)
     assert metrics.shave(image, 0) is image and metrics.shave(image, -1) is image
