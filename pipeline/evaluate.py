@@ -36,7 +36,8 @@ from pipeline.weights import DEFAULT_ORDER
 
 log = logging.getLogger(__name__)
 
-LOW_LEVEL = ("l2", "ssim", "ssim_error", "psnr", "psnr_y")
+# Paper-compared columns first (the paper's scale, see pipeline.metrics), then our extra columns.
+LOW_LEVEL = ("l2", "ssim_error", "mse", "ssim", "psnr", "psnr_y", "ssim_y")
 COLUMNS = ("id", "strategy") + LOW_LEVEL + perceptual.ALL_COLUMNS
 SELECTION_RULE = "best method minimises the maximum PE across the available networks (GCN paper 4.2)"
 BASELINE = "bicubic"
@@ -168,11 +169,15 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
         "networks": status,
         "selection": selection(means, used),
         "conventions": {
-            "l2": "mean squared error, RGB in [0,1], whole image",
-            "ssim": "scikit-image SSIM, Gaussian window sigma 1.5 (11x11), population covariance, data_range 1, RGB mean, whole image",
-            "ssim_error": "(1 - SSIM) / 2",
+            "l2": "the paper's L2: mean squared error of RGB in [-1,1] (= 4 x mse), whole image, as Zhang et al.'s "
+                  "DistModel('L2', colorspace='RGB') (evidence: bench/metric-convention.md)",
+            "ssim_error": "the paper's SSIM column: DSSIM = (1 - SSIM) / 2 with scikit-image's default SSIM "
+                          "(7x7 uniform window, sample covariance), RGB mean, whole image, as Zhang et al.'s dssim",
+            "mse": "mean squared error, RGB in [0,1], whole image (not in the paper)",
+            "ssim": "SSIM of Wang et al.: Gaussian window sigma 1.5 (11x11), population covariance, RGB mean, whole image (not in the paper)",
             "psnr": f"RGB in [0,1], {scale}-pixel border shaved; means cap per-image PSNR at {metrics.PSNR_CAP:g} dB",
-            "psnr_y": f"ITU-R BT.601 luma (MATLAB rgb2ycbcr), peak 255, {scale}-pixel border shaved",
+            "psnr_y": f"MATLAB rgb2ycbcr luma (BT.601, Y in [16,235], unrounded), peak 255, {scale}-pixel border shaved (BasicSR test_y_channel)",
+            "ssim_y": f"SSIM of the same luma, Gaussian 11x11 sigma 1.5, data range 255, {scale}-pixel border shaved (BasicSR test_y_channel)",
             "pe": "pe_<net>_lin: LPIPS v0.1 calibrated; pe_<net>: LPIPS(lpips=False)/2 = sum over layers of the spatial mean of 1 - cos (uncalibrated, as the paper)",
         },
     }

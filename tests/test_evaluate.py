@@ -18,7 +18,7 @@ import torch
 from pipeline import metrics, weights
 from pipeline.config import load_params
 from pipeline.errors import UserError
-from pipeline.evaluate import COLUMNS, evaluate_dataset
+from pipeline.evaluate import COLUMNS, LOW_LEVEL, _finite, evaluate_dataset, selection
 from pipeline.models import Generator, save_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,10 +119,35 @@ def test_per_image_csv_and_sr_images_agree(project, batched):
         hr = cv2.cvtColor(cv2.imread(str(project / "data/crops" / DATASET / "test/hr" / f"{row['id']}.png")),
                           cv2.COLOR_BGR2RGB)
         assert sr.shape == (HR, HR, 3)
-        assert row["l2"] == pytest.approx(metrics.l2(sr, hr), rel=1e-9)
-        assert row["psnr_y"] == pytest.approx(metrics.psnr_y(sr, hr, SCALE), rel=1e-9)
+        for column, value in metrics.image_metrics(sr, hr, SCALE).items():   # scored as saved, with scale
+            assert row[column] == pytest.approx(value, rel=1e-9), column
+        assert row["l2"] == pytest.approx(4 * row["mse"], rel=1e-9)         # the paper's L2 is on [-1,1]
     means = table.groupby("strategy")["pe_vgg"].mean()
     assert means["mse"] == pytest.approx(batched["strategies"]["mse"]["pe_vgg"], rel=1e-9)
+
+
+def test_metrics_json_states_the_paper_conventions(batched):
+    conventions = batched["conventions"]
+    assert set(LOW_LEVEL) <= set(conventions)
+    assert "[-1,1]" in conventions["l2"] and "7x7 uniform" in conventions["ssim_error"]
+    assert f"{SCALE}-pixel border" in conventions["ssim_y"] and "rgb2ycbcr" in conventions["psnr_y"]
+    assert LOW_LEVEL[:2] == ("l2", "ssim_error")
+
+
+def test_selection_minimises_the_maximum_pe():
+    means = {"a": {"pe_alex": 0.5, "pe_vgg": 0.9, "l2": 0.0},       # max 0.9
+             "b": {"pe_alex": 0.8, "pe_vgg": 0.7, "l2": 9.0},       # max 0.8: the winner
+             "c": {"pe_alex": 0.1, "pe_vgg": 1.5, "l2": 0.0}}       # max 1.5 (best mean, worst max)
+    chosen = selection(means, ["pe_alex", "pe_vgg"])
+    assert chosen["winner"] == "b" and chosen["max_pe"] == {"a": 0.9, "b": 0.8, "c": 1.5}
+    assert chosen["networks_used"] == ["pe_alex", "pe_vgg"] and "maximum PE" in chosen["rule"]
+    assert selection(means, ["pe_alex"])["winner"] == "c"
+    assert selection(means, []) == {"rule": chosen["rule"], "winner": None, "max_pe": {}, "networks_used": []}
+
+
+def test_finite_replaces_inf_and_nan_in_nested_values():
+    value = {"a": math.inf, "b": [1.0, -math.inf, {"c": float("nan")}], "d": "text", "e": 2, "f": 0.5}
+    assert _finite(value) == {"a": None, "b": [1.0, None, {"c": None}], "d": "text", "e": 2, "f": 0.5}
 
 
 def test_one_image_at_a_time_gives_the_same_numbers(project, batched):

@@ -185,3 +185,50 @@ def test_tables_without_a_paper_domain_say_so(params, paper):
     t2, t3, t4, t5 = tables.build_tables(run, {"sample-texture": metrics_for({"mse": {}, "dis": {}})}, paper)
     assert t3.blocks == [] and "satellite" in t3.note
     assert [b.dataset for b in t4.blocks] == ["sample-texture"] and t4.note is None
+
+
+def _paper_max_pe(rows: dict, dataset: str, method: str) -> float:
+    return max(float(rows[(dataset, method)][k]) for k in tables.PE_KEYS)
+
+
+def test_paper_contradicts_its_own_rule_on_sat_only(paper):
+    rows = paper_rows()
+    # independently from the vendored CSV: on Sat dis,rec has the lowest max PE of the GCN variants
+    sat = {m: _paper_max_pe(rows, "sat", m) for m in tables.GCN_VARIANTS}
+    assert min(sat, key=sat.get) == "dis,rec" and sat["dis,rec"] == pytest.approx(2.108)
+    assert sat["adv,rec"] == pytest.approx(2.115)
+    assert "3" in rows[("sat", "adv,rec")]["tables"].split()           # ... yet Table 3 carries adv,rec
+    assert tables.paper_selected(paper, "sat") == "adv,rec"
+    rule, scores = tables.paper_rule_selected(paper, "sat")
+    assert rule == "dis,rec" and scores == pytest.approx(sat)
+    note = tables.paper_selection_note(paper, "sat")
+    assert "dis,rec" in note and "2.108" in note and "2.115" in note and "Table 3" in note and "faithful" in note
+    for ds in ("imagenet", "dtd"):        # there the paper's choice is its rule's choice
+        scores = {m: _paper_max_pe(rows, ds, m) for m in tables.GCN_VARIANTS}
+        assert tables.paper_rule_selected(paper, ds)[0] == min(scores, key=scores.get) == tables.paper_selected(paper, ds)
+        assert tables.paper_selection_note(paper, ds) is None
+    assert tables.paper_rule_selected(paper, None) == (None, {}) and tables.paper_selection_note(paper, None) is None
+
+
+def test_table3_says_that_the_rule_choice_on_sat_is_faithful(params, paper):
+    values = {n: {"pe_alex": 1.0 + i / 10, "pe_vgg": 2.0 + i / 10} for i, n in enumerate(tables.ALL_METHODS)}
+    values["dis,rec"] = {"pe_alex": 0.1, "pe_vgg": 0.2}          # our rule selects dis,rec, as the paper's rule
+    metrics = {ds: metrics_for(values) for ds in params["datasets"]}
+    t2, t3, t4, _ = tables.build_tables(params, metrics, paper)
+    block = t3.blocks[0]
+    assert block.selected == "dis,rec" and block.paper_selected == "adv,rec" and block.paper_rule_selected == "dis,rec"
+    assert "the paper selected adv,rec" in block.notes[0] and "faithful" in block.notes[0]
+    assert all(b.paper_selection_note is None for b in t4.blocks)
+    assert [b.paper_selection_note is not None for b in t2.blocks] == [b.paper_dataset == "sat" for b in t2.blocks]
+
+
+def test_paper_l2_and_ssim_columns_are_compared_extras_are_not(params, paper):
+    compared = {c.key for c in tables.COLUMNS if c.in_paper}
+    assert {"l2", "ssim_error"} <= compared and not {"mse", "ssim", "psnr", "psnr_y", "ssim_y"} & compared
+    block = tables.build_block("sample-aerial", metrics_for({"mse": {"l2": 0.04, "mse": 0.01, "ssim_y": 0.8}}),
+                               ["mse"], paper, params)
+    cells = block.rows[0].cells
+    assert cells["l2"].paper == pytest.approx(float(paper_rows()[("sat", "mse")]["l2"]))
+    assert cells["ssim_error"].paper == pytest.approx(float(paper_rows()[("sat", "mse")]["ssim_error"]))
+    assert cells["mse"].paper is None and cells["ssim_y"].paper is None and cells["ssim_y"].value == 0.8
+    assert [c.lower_is_better for c in tables.COLUMNS if c.key in ("mse", "ssim_y")] == [True, False]
