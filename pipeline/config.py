@@ -8,7 +8,7 @@ valid choices (ConfigError, exit code 2 through pipeline.cli.run).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -39,7 +39,7 @@ CROP_POLICY_KEYS = ("prep", "n_train", "n_test", "split", "test_share")
 CROP_KEYS = ("hr_size", "scale", "downscale", "lr_from", "seed")
 TRAIN_KEYS = (
     "iterations", "batch_size", "lr", "beta1", "lambda1", "lambda2", "feature_layer",
-    "pretrain_mse", "rec_pretrain", "rec_on_generated", "checkpoint_every", "seed", "device",
+    "pretrain_mse", "rec_pretrain", "rec_on_generated", "checkpoint_every", "seeds", "device",
     "generator", "discriminator", "fast",
 )
 GENERATOR_KEYS = ("blocks", "width", "upsample")
@@ -162,8 +162,9 @@ def _validate_train(train: Any) -> None:
     _check_keys(train, TRAIN_KEYS, "train")
     for key in ("iterations", "batch_size", "checkpoint_every", "feature_layer"):
         _int(train.get(key), f"train.{key}")
-    for key in ("pretrain_mse", "rec_pretrain", "seed"):
+    for key in ("pretrain_mse", "rec_pretrain"):
         _int(train.get(key, 0), f"train.{key}", minimum=0)
+    seed_list(train)
     _float(train.get("lr"), "train.lr", open_min=True)
     _float(train.get("beta1"), "train.beta1", 0.0, 0.999)
     _float(train.get("lambda1"), "train.lambda1")
@@ -185,6 +186,16 @@ def _validate_train(train: Any) -> None:
     _int(disc.get("dense", 1024), "train.discriminator.dense")
     if train["feature_layer"] > blocks:
         raise ConfigError(f"train.feature_layer: {train['feature_layer']} exceeds the {blocks} discriminator blocks")
+
+
+def seed_list(train: Mapping) -> list[int]:
+    """The training seeds of `train.seeds`: a count N means seeds 0..N-1, a list names them."""
+    value = train.get("seeds", 1)
+    if isinstance(value, list):
+        if not value or len(set(value)) != len(value):
+            raise ConfigError(f"train.seeds: a list must be non-empty and without repeats, got {value!r}")
+        return [_int(v, "train.seeds[]", minimum=0) for v in value]
+    return list(range(_int(value, "train.seeds")))
 
 
 def _validate_eval(ev: Any) -> None:

@@ -36,6 +36,11 @@ def models_dir(dataset: str) -> Path:
     return MODELS / dataset
 
 
+def model_dir(dataset: str, slug: str, seed: int) -> Path:
+    """One trained model: models/<dataset>/<strategy slug>/seed-<seed>/."""
+    return MODELS / dataset / slug / f"seed-{seed}"
+
+
 def results_dir(dataset: str) -> Path:
     return RESULTS / dataset
 
@@ -44,5 +49,6 @@ def metrics_path(dataset: str) -> Path:
     return METRICS / f"{dataset}.json"
 
 
-def train_curve_path(dataset: str, slug: str) -> Path:
-    return PLOTS / "train" / dataset / f"{slug}.csv"
+def train_curve_path(dataset: str, slug: str, seed: int) -> Path:
+    """A copy of one model's log.csv for `dvc plots`: plots/train/<dataset>/<slug>/seed-<seed>.csv."""
+    return PLOTS / "train" / dataset / slug / f"seed-{seed}.csv"

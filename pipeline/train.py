@@ -44,6 +44,7 @@ from tqdm import tqdm
 from pipeline import fast as fast_path
 from pipeline import imageset, paths
 from pipeline import strategies as registry
+from pipeline.config import seed_list
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from pipeline.models import Extractor, Generator, save_generator
@@ -339,7 +340,8 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
     out_dir.mkdir(parents=True, exist_ok=True)
     record = vgg[1] if strategy.needs_vgg19 else None
     digest = inputs_hash(strategy, params, manifest_sha256, record["sha256"] if record else None)
-    base = {"strategy": name, "slug": registry.slug(name), "dataset": dataset, "description": strategy.description,
+    base = {"strategy": name, "slug": registry.slug(name), "dataset": dataset, "seed": int(train["seed"]),
+            "description": strategy.description,
             "definition": strategy.definition(), "inputs_hash": digest, "manifest_sha256": manifest_sha256,
             "scale": scale, "crop": params["crop"], "train": train}
     if record is not None:
@@ -495,14 +497,26 @@ def is_done(out_dir: Path, digest: str) -> bool:
 
 # ---------------------------------------------------------------- one dataset
 
-def train_dataset(params: dict, dataset: str, strategies: list[str] | None = None,
-                  root: Path = Path("."), stop_after: int | None = None) -> list[Path]:
-    """Train the selected strategies (default: the `strategy` parameter) on one dataset.
+def seed_params(params: dict, seed: int) -> dict:
+    """The parameters of one seed's run: `train.seed` set, `train.seeds` dropped.
 
-    Returns the strategy folders models/<dataset>/<slug>/. A strategy whose folder holds a
-    completed result with the same inputs hash is not retrained.
+    A seed's inputs hash is then independent of how many other seeds are trained, so adding a
+    seed (`dvc exp run -S train.seeds=3`) trains only the new ones.
+    """
+    train = {k: v for k, v in params["train"].items() if k != "seeds"}
+    return {**params, "train": {**train, "seed": int(seed)}}
+
+
+def train_dataset(params: dict, dataset: str, strategies: list[str] | None = None,
+                  root: Path = Path("."), stop_after: int | None = None,
+                  seeds: list[int] | None = None) -> list[Path]:
+    """Train the selected strategies (default: the `strategy` parameter) on one dataset, once per seed.
+
+    Returns the model folders models/<dataset>/<slug>/seed-<k>/ (default seeds: `train.seeds`).
+    A folder holding a completed result with the same inputs hash is not retrained.
     """
     names = registry.select(params["strategy"] if strategies is None else list(strategies))
+    seeds = seed_list(params["train"]) if seeds is None else list(seeds)
     root = Path(root)
     manifest = root / paths.manifest_path(dataset)
     if not manifest.is_file():
@@ -513,31 +527,34 @@ def train_dataset(params: dict, dataset: str, strategies: list[str] | None = Non
     outputs = []
     for name in names:
         strategy = registry.get(name)
-        out_dir = root / paths.models_dir(dataset) / registry.slug(name)
         if strategy.needs_vgg19 and vgg is None:
             from pipeline import weights  # late import: only cla/srgan need ImageNet weights
 
             vgg = weights.vgg19_features(root)
         record = vgg[1] if strategy.needs_vgg19 else None
-        digest = inputs_hash(strategy, params, manifest_sha, record["sha256"] if record else None)
-        if is_done(out_dir, digest):
-            log.info("%s/%s: up to date (%s), not retrained", dataset, name, out_dir)
-            outputs.append(out_dir)
-            continue
-        if data is None and strategy.trains_generator:
-            lr, hr, _ = imageset.load_pairs(dataset, "train", root)
-            data = (lr, hr)
-        outputs.append(train_strategy(params, dataset, name, out_dir, data, manifest_sha, vgg, stop_after))
+        for seed in seeds:
+            run_params = seed_params(params, seed)
+            out_dir = root / paths.model_dir(dataset, registry.slug(name), seed)
+            digest = inputs_hash(strategy, run_params, manifest_sha, record["sha256"] if record else None)
+            if is_done(out_dir, digest):
+                log.info("%s/%s seed %d: up to date (%s), not retrained", dataset, name, seed, out_dir)
+                outputs.append(out_dir)
+                continue
+            if data is None and strategy.trains_generator:
+                lr, hr, _ = imageset.load_pairs(dataset, "train", root)
+                data = (lr, hr)
+            outputs.append(train_strategy(run_params, dataset, name, out_dir, data, manifest_sha, vgg, stop_after))
     export_curves(dataset, outputs, root)
     return outputs
 
 
-def export_curves(dataset: str, strategy_dirs: list[Path], root: Path = Path(".")) -> None:
-    """Copy each strategy's log.csv to plots/train/<dataset>/<slug>.csv, the folder `dvc plots` reads.
+def export_curves(dataset: str, model_dirs: list[Path], root: Path = Path(".")) -> None:
+    """Copy each model's log.csv to plots/train/<dataset>/<slug>/seed-<k>.csv, the folder `dvc plots` reads.
 
     A copy, because dvc plots cannot pick the CSVs out of the models folder (it holds weights too).
     """
-    for out_dir in strategy_dirs:
+    for out_dir in model_dirs:
         log_csv = out_dir / "log.csv"
         if log_csv.is_file():
-            atomic_write_bytes(root / paths.train_curve_path(dataset, out_dir.name), log_csv.read_bytes())
+            seed = int(out_dir.name.removeprefix("seed-"))
+            atomic_write_bytes(root / paths.train_curve_path(dataset, out_dir.parent.name, seed), log_csv.read_bytes())
