@@ -64,7 +64,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     config = read_config(folder)
     scale, slug = int(config["scale"]), config.get("slug", folder.name)
     suffix = f"_x{scale}_{slug}"
-    files = list_images(args.inputs, skip_suffix=suffix)
+    files = list_images(args.inputs, skip_upscaled=True)
     targets = [(args.out or f.parent) / f"{f.stem}{suffix}.png" for f in files]
     seen: dict[Path, Path] = {}
     for source, target in zip(files, targets):
@@ -76,7 +76,9 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     device = choose_device(args.device)
     try:
         model = load_sr_model(folder).to(device)
-    except (RuntimeError, KeyError, TypeError, EOFError, ValueError) as err:  # a corrupt or foreign generator.pt
+    except UserError:
+        raise
+    except Exception as err:  # a corrupt or foreign generator.pt: torch.load raises many kinds
         raise UserError(f"{folder}: cannot load the model ({type(err).__name__}: {err})") from None
     total = sum(count_tiles(h, w, args.tile) for h, w in shapes)
     with tqdm(total=total, unit="tile", desc=f"upscale x{scale} {slug} ({device.type})") as bar:
@@ -89,7 +91,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     from pipeline import perceptual
-    from pipeline.score import pair_files, score_pairs, summary
+    from pipeline.score import check_pairs, pair_files, score_pairs, summary
 
     requested = [n.strip() for n in args.networks.split(",") if n.strip()]
     unknown = [n for n in requested if n not in perceptual.NETS]
@@ -101,11 +103,12 @@ def cmd_score(args: argparse.Namespace) -> None:
     pairs, unpaired = pair_files(args.sr_dir, args.hr_dir)
     for path in unpaired:
         print(f"warning: {path.name} has no reference in {args.hr_dir}; skipped", file=sys.stderr)
+    cropped = check_pairs(pairs, args.scale)   # a bad pair stops the run before the slow part
     device = choose_device(args.device)
     order = [s.strip() for s in args.weights_order.split(",") if s.strip()]
     nets, status = perceptual.load_networks(requested, order, args.root, device)
     with tqdm(total=len(pairs), unit="image", desc="score") as bar:
-        table, cropped = score_pairs(pairs, args.scale, nets, requested, device, progress=bar)
+        table = score_pairs(pairs, args.scale, nets, requested, device, progress=bar)
     if args.csv:
         atomic_write_text(args.csv, table.to_csv(index=False, na_rep=""))
 

@@ -9,7 +9,6 @@ the others are n/a, with the reason.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,7 @@ import torch
 from pipeline import metrics, perceptual
 from pipeline.errors import UserError
 from pipeline.imageset import to_unit
-from pipeline.upscale import list_images, read_image
-
-UPSCALED = re.compile(r"_x\d+_[^_]+$")   # the name suffix `gcn-bench upscale` adds
+from pipeline.upscale import UPSCALED, list_images, read_image
 
 
 def pair_files(sr_dir: Path, hr_dir: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
@@ -56,16 +53,23 @@ def match_size(sr: np.ndarray, hr: np.ndarray, scale: int, name: str) -> tuple[n
                     f"{hr.shape[1]}x{hr.shape[0]}; they must have the same size (up to a multiple of --scale {scale})")
 
 
+def check_pairs(pairs: list[tuple[Path, Path]], scale: int) -> int:
+    """Decode every pair and check its sizes before any work starts; how many references will be cropped."""
+    return sum(match_size(read_image(sr), read_image(hr), scale, sr.name)[1] for sr, hr in pairs)
+
+
 def score_pairs(pairs: list[tuple[Path, Path]], scale: int, nets: dict[str, perceptual.PerceptualNet],
-                requested: list[str], device: torch.device, progress=None) -> tuple[pd.DataFrame, int]:
-    """One row per pair (image, reference, metric columns, PE columns of `requested` nets: None when
-    n/a), and how many references were cropped to the SR size."""
-    rows, cropped = [], 0
+                requested: list[str], device: torch.device, progress=None) -> pd.DataFrame:
+    """One row per pair: image, reference, metric columns, PE columns of `requested` nets (None when n/a)."""
+    rows = []
     for sr_path, hr_path in pairs:
         sr = read_image(sr_path)
-        hr, was_cropped = match_size(sr, read_image(hr_path), scale, sr_path.name)
-        cropped += was_cropped
-        row = {"image": sr_path.name, "reference": hr_path.name, **metrics.image_metrics(sr, hr, scale)}
+        hr, _ = match_size(sr, read_image(hr_path), scale, sr_path.name)
+        try:
+            values = metrics.image_metrics(sr, hr, scale)
+        except ValueError as err:   # too small for the SSIM window or the border shave
+            raise UserError(f"{sr_path.name}: {sr.shape[1]}x{sr.shape[0]} is too small to score ({err})") from None
+        row = {"image": sr_path.name, "reference": hr_path.name, **values}
         tensors = [to_unit(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]).to(device) for a in (sr, hr)]
         for net in requested:
             raw_col, lin_col = perceptual.columns(net)
@@ -77,7 +81,7 @@ def score_pairs(pairs: list[tuple[Path, Path]], scale: int, nets: dict[str, perc
         rows.append(row)
         if progress is not None:
             progress.update(1)
-    return pd.DataFrame(rows), cropped
+    return pd.DataFrame(rows)
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

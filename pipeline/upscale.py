@@ -11,6 +11,7 @@ floating-point summation order, borders included.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +24,7 @@ from pipeline.crop import BadImage, to_bgr8
 from pipeline.errors import UserError
 from pipeline.imageset import from_unit, to_unit
 
+UPSCALED = re.compile(r"_x\d+_[^_]+$")   # the stem suffix of our outputs: <name>_x<scale>_<strategy slug>
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_TILE = 256      # LR pixels: a x4 tile of the 64-wide SRResNet peaks at about 0.3 GB
 
@@ -69,18 +71,18 @@ def encode_png(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def list_images(inputs: list[Path], skip_suffix: str = "") -> list[Path]:
+def list_images(inputs: list[Path], skip_upscaled: bool = False) -> list[Path]:
     """The image files named by `inputs` (files, or folders read one level deep, sorted).
 
-    Files in a folder whose stem ends with `skip_suffix` are earlier outputs and are skipped, so
-    upscaling a folder twice does not upscale its own results. A missing path is an error.
+    With `skip_upscaled`, files in a folder named like our outputs (`UPSCALED`) are skipped, so
+    upscaling a folder twice does not upscale earlier results. A missing path is an error.
     """
     files = []
     for path in inputs:
         path = Path(path)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                           and not (skip_suffix and p.stem.endswith(skip_suffix)))
+                           and not (skip_upscaled and UPSCALED.search(p.stem)))
             if not found:
                 raise UserError(f"{path}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
             files += found
