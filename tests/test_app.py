@@ -209,3 +209,34 @@ def test_models_lists_trained_models_and_config_prints_one(project, capsys):
                                              ["toy", "mse", "2", "cpu", "yes"]]
     app.main(["config", "toy/mse", "--root", str(project)])
     assert json.loads(capsys.readouterr().out) == json.loads((project / "models/toy/mse/config.json").read_text())
+
+
+def test_score_perceptual_error_with_weights(project, tmp_path):
+    import tempfile
+
+    from pipeline import perceptual, weights
+    root = Path(tempfile.gettempdir()) / "gcn-bench-test-weights"   # shared with test_perceptual.py
+    try:
+        state, _ = weights.resolve("alexnet", ["cache", "registry"], root)
+    except weights.WeightsUnavailable as err:
+        pytest.skip(f"no AlexNet ImageNet weights: {err}")
+    rng = np.random.default_rng(6)
+    hr, sr = tmp_path / "hr", tmp_path / "sr"
+    hr.mkdir(), sr.mkdir()
+    for name in ("a", "b"):
+        image = _smooth(rng, 64, 64)
+        cv2.imwrite(str(hr / f"{name}.png"), image)
+        cv2.imwrite(str(sr / f"{name}.png"), cv2.GaussianBlur(image, (7, 7), 2))
+    args = ("--networks", "alex", "--weights-order", "cache", "--root", str(root), "--device", "cpu")
+    assert _gcn_bench("score", str(sr), str(hr), "--csv", "pe.csv", *args, cwd=project).returncode == 0
+    assert _gcn_bench("score", str(hr), str(hr), "--csv", "same.csv", *args, cwd=project).returncode == 0
+    table, same = pd.read_csv(project / "pe.csv"), pd.read_csv(project / "same.csv")
+    assert (same[["pe_alex", "pe_alex_lin"]] == 0).all().all()
+    # the calibrated column is lpips' own LPIPS forward on the RGB images in [-1,1]
+    model = perceptual.build_lpips("alex", state, calibrated=True)
+    for _, row in table.iterrows():
+        rgb = [cv2.cvtColor(cv2.imread(str(folder / row["reference"])), cv2.COLOR_BGR2RGB) for folder in (sr, hr)]
+        pair = [torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1 for image in rgb]
+        with torch.no_grad():
+            assert row["pe_alex_lin"] == pytest.approx(float(model(*pair)), rel=1e-4)
+        assert row["pe_alex"] > 0
