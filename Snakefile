@@ -4,15 +4,61 @@
 #
 #   snakemake -c 2                                 # the parameters in params.yaml
 #   snakemake -c 2 --config params=other.yaml      # another parameters file
+#
+# What reruns, as with `dvc repro`: dvc.yaml is read here and is the one source of truth for what
+# each stage depends on. A rule's `params` are the parameter sections its dvc stage declares
+# (serialized), so Snakemake's default rerun triggers (mtime params input software-env code)
+# rerun exactly the jobs whose sections changed, and their downstream jobs; its code files
+# (stages/*.py, pipeline/*.py of the dvc stage's deps) are inputs, so editing a module reruns the
+# stages that run it. The report depends on everything dvc's report stage depends on (data, models,
+# results), none of which is committed, so a fresh clone runs the whole pipeline even though
+# reports/index.html and metrics/*.json are in git. Each job's stdout and stderr go to logs/.
+import json
+from pathlib import Path
+
+import yaml
+
 from pipeline import paths, strategies
 from pipeline.config import load_params
 
 PARAMS = config.get("params", "params.yaml")
 P = load_params(PARAMS)
+# The file name reaches the commands as a Path: Snakemake does not record non-builtin params, so
+# switching to another parameters file reruns only the jobs whose sections differ.
+PARAMS_FILE = Path(PARAMS)
+ENV = "envs/gcn-bench.yaml"
 DATASETS = P["datasets"]
 # one training job per strategy that trains a generator (bicubic needs none: evaluate builds it)
 SLUGS = [strategies.slug(s) for s in strategies.select(P["strategy"]) if strategies.get(s).trains_generator]
 TRAINED = lambda ds: [f"{paths.models_dir(ds)}/{slug}/config.json" for slug in SLUGS]
+
+with open(workflow.source_path("dvc.yaml")) as handle:
+    DVC = yaml.safe_load(handle)["stages"]
+
+
+def dvc_stage(name):
+    stage = DVC[name]
+    return stage.get("do", stage)   # foreach stages keep their body under `do`
+
+
+def dvc_code(name):
+    """The code files among a dvc stage's deps (data deps are the rules' inputs below)."""
+    return [d for d in dvc_stage(name)["deps"] if d.startswith(("stages/", "pipeline/"))]
+
+
+def dvc_params(name, dataset="", skip=()):
+    """JSON of the parameter sections a dvc stage declares, with their current values."""
+    values = {}
+    for key in dvc_stage(name)["params"]:
+        key = key.replace("${item}", dataset)
+        if key in skip:
+            continue
+        value = P
+        for part in key.split("."):
+            value = value[part]
+        values[key] = value
+    return json.dumps(values, sort_keys=True)
+
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
@@ -25,39 +71,76 @@ rule all:
 
 
 rule download:
+    input:
+        code=dvc_code("download"),
     output:
         directory(f"{paths.RAW}/{{dataset}}"),
+    params:
+        file=PARAMS_FILE,
+        sections=lambda wc: dvc_params("download", wc.dataset),
+    conda:
+        ENV
+    log:
+        "logs/download/{dataset}.log",
     shell:
-        "python stages/download.py --params {PARAMS} --dataset {wildcards.dataset}"
+        "python stages/download.py --params {params.file} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule crop:
     input:
         rules.download.output,
+        code=dvc_code("crop"),
     output:
         directory(f"{paths.CROPS}/{{dataset}}"),
+    params:
+        file=PARAMS_FILE,
+        sections=lambda wc: dvc_params("crop", wc.dataset),
+    conda:
+        ENV
+    log:
+        "logs/crop/{dataset}.log",
     shell:
-        "python stages/crop.py --params {PARAMS} --dataset {wildcards.dataset}"
+        "python stages/crop.py --params {params.file} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule weights:
+    input:
+        code=dvc_code("weights"),
     output:
         directory(str(paths.WEIGHTS)),
+    params:
+        file=PARAMS_FILE,
+        sections=dvc_params("weights"),
+    conda:
+        ENV
+    log:
+        "logs/weights.log",
     shell:
-        "python stages/weights.py --params {PARAMS}"
+        "python stages/weights.py --params {params.file} > {log} 2>&1"
 
 
 rule train:
     input:
         rules.crop.output,
         rules.weights.output,
+        code=dvc_code("train"),
     output:
         f"{paths.MODELS}/{{dataset}}/{{slug}}/config.json",
         f"{paths.PLOTS}/train/{{dataset}}/{{slug}}.csv",
+    params:
+        # dvc's train stage trains the whole `strategy` selection; here each job trains the one
+        # strategy of its wildcard, so the selection decides which jobs exist, not their params
+        # (adding a strategy trains it alone, as dvc's persisted models/ and inputs hash do)
+        file=PARAMS_FILE,
+        sections=lambda wc: dvc_params("train", wc.dataset, skip={"strategy"}),
+    conda:
+        ENV
+    log:
+        "logs/train/{dataset}/{slug}.log",
     resources:
         gpu=1,
     shell:
-        "python stages/train.py --params {PARAMS} --dataset {wildcards.dataset} --strategy {wildcards.slug}"
+        "python stages/train.py --params {params.file} --dataset {wildcards.dataset} --strategy {wildcards.slug} > {log} 2>&1"
 
 
 rule evaluate:
@@ -65,19 +148,41 @@ rule evaluate:
         rules.crop.output,
         rules.weights.output,
         lambda wc: TRAINED(wc.dataset),
+        code=dvc_code("evaluate"),
     output:
         directory(f"{paths.RESULTS}/{{dataset}}"),
         f"{paths.METRICS}/{{dataset}}.json",
+    params:
+        file=PARAMS_FILE,
+        sections=lambda wc: dvc_params("evaluate", wc.dataset),
+    conda:
+        ENV
+    log:
+        "logs/evaluate/{dataset}.log",
     resources:
         gpu=1,
     shell:
-        "python stages/evaluate.py --params {PARAMS} --dataset {wildcards.dataset}"
+        "python stages/evaluate.py --params {params.file} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule report:
     input:
+        # dvc's report deps: data/raw, data/crops, weights, metrics, results, models
+        expand(f"{paths.RAW}/{{dataset}}", dataset=DATASETS),
+        expand(f"{paths.CROPS}/{{dataset}}", dataset=DATASETS),
+        rules.weights.output,
         expand(f"{paths.METRICS}/{{dataset}}.json", dataset=DATASETS),
+        expand(f"{paths.RESULTS}/{{dataset}}", dataset=DATASETS),
+        [path for ds in DATASETS for path in TRAINED(ds)],
+        code=dvc_code("report"),
     output:
         f"{paths.REPORTS}/index.html",
+    params:
+        file=PARAMS_FILE,
+        sections=dvc_params("report"),
+    conda:
+        ENV
+    log:
+        "logs/report.log",
     shell:
-        "python stages/report.py --params {PARAMS}"
+        "python stages/report.py --params {params.file} > {log} 2>&1"

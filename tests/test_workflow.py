@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from dvc.repo import Repo
 
 from pipeline import strategies
@@ -98,3 +99,100 @@ def test_overlay_with_a_bad_value_is_refused_and_leaves_params_untouched(tmp_pat
     assert run.returncode == 2
     assert "crop.scale" in run.stderr and "Traceback" not in run.stderr
     assert params.read_text() == before
+
+
+def test_snakefile_params_mirror_dvc_yaml():
+    """Each rule's params are the sections its dvc stage declares (train: its own strategy), and its
+    code files are inputs, so Snakemake reruns what dvc reruns."""
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    text = (REPO / "Snakefile").read_text()
+    for rule in ("download", "crop", "weights", "train", "evaluate", "report"):
+        body = text.split(f"rule {rule}:")[1].split("\nrule ")[0]
+        assert f'dvc_params("{rule}"' in body and f'dvc_code("{rule}")' in body and "log:" in body, rule
+    assert dvc["train"]["do"]["params"] == ["strategy", "train", "crop.scale"]   # the Snakefile skips `strategy`
+
+
+# --- end to end: a small pipeline run, then what an edit of params.yaml plans -------------------
+
+def _env() -> dict:
+    import os
+    # registry downloads (weights, pypi datasets) are shared with the checkout's cache, as in test_e2e
+    return dict(os.environ, PYTHONPATH=str(REPO), DVC_NO_ANALYTICS="1", OMP_NUM_THREADS="1",
+                GCN_BENCH_CACHE=os.environ.get("GCN_BENCH_CACHE", str(REPO / "data" / "cache")))
+
+
+def _snakemake(cwd: Path, *args: str) -> str:
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-c2", *args], cwd=cwd, env=_env(),
+                         capture_output=True, text=True)
+    assert run.returncode == 0, f"snakemake {' '.join(args)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    return run.stdout + run.stderr
+
+
+def _planned(cwd: Path, *args: str) -> dict[str, int]:
+    """{rule: number of jobs} that `snakemake -n` plans (empty when there is nothing to do)."""
+    out = _snakemake(cwd, "-n", *args)
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("\n\n")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+            if m.group(1) not in ("total", "all")}
+
+
+def _overlay(cwd: Path, text: str) -> None:
+    (cwd / "overlay.yaml").write_text(text)
+    subprocess.run([sys.executable, "stages/configure.py", "overlay.yaml"], cwd=cwd, env=_env(),
+                   check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    """A copy of the repository's files (committed reports and metrics included) on the smoke config."""
+    work = tmp_path_factory.mktemp("workflow") / "project"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, work / name)
+    subprocess.run([sys.executable, "stages/configure.py", "configs/smoke.yaml"], cwd=work, env=_env(),
+                   check=True, capture_output=True)
+    assert (work / "reports" / "index.html").is_file() and (work / "metrics").is_dir()
+    return work
+
+
+@pytest.mark.slow
+def test_snakemake_reruns_exactly_the_jobs_an_edit_affects(smoke_run):
+    work = smoke_run
+    params = load_params(work / "params.yaml")
+    n_train = sum(strategies.get(s).trains_generator for s in strategies.select(params["strategy"]))
+    # a fresh copy runs everything, although reports/index.html and metrics/*.json are committed
+    assert _planned(work) == {"download": 1, "crop": 1, "weights": 1, "train": n_train, "evaluate": 1, "report": 1}
+    _snakemake(work)
+    assert (work / "logs" / "train" / "sample-texture" / "mse.log").is_file()
+    assert "Traceback" not in (work / "logs" / "report.log").read_text()
+    assert _planned(work) == {}
+
+    original = (work / "params.yaml").read_text()
+    _overlay(work, "train: {iterations: 3}\n")
+    assert _planned(work) == {"train": n_train, "evaluate": 1, "report": 1}
+    (work / "params.yaml").write_text(original)   # back as it was: nothing to do, params.yaml's mtime is no trigger
+    assert _planned(work) == {}
+
+    _overlay(work, "report: {figures_per_dataset: 2}\n")
+    assert _planned(work) == {"report": 1}
+    (work / "params.yaml").write_text(original)
+
+    _overlay(work, "eval: {batch_size: 4}\n")
+    assert _planned(work) == {"evaluate": 1, "report": 1}    # an eval setting never retrains
+    (work / "params.yaml").write_text(original)
+
+    # the same values in another file: nothing to do (the file name is not a tracked param)
+    shutil.copy(work / "params.yaml", work / "same.yaml")
+    assert _planned(work, "--config", "params=same.yaml") == {}
+    # an edited code file (Snakemake compares checksums, so a mere touch is not a change): the
+    # stages that run it and what follows
+    with open(work / "pipeline" / "report.py", "a") as handle:
+        handle.write("# edited\n")
+    assert _planned(work) == {"report": 1}
