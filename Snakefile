@@ -1,5 +1,5 @@
 # The same DAG as dvc.yaml, driven by Snakemake at a finer grain: one training job per
-# dataset x strategy, so `snakemake -c N` (or a cluster profile, see profiles/slurm) runs them in
+# dataset x strategy x seed, so `snakemake -c N` (or a cluster profile, see profiles/slurm) runs them in
 # parallel. Every rule calls the same stage CLI as dvc.yaml, with the same parameters file.
 #
 #   snakemake -c 2                                 # the parameters in params.yaml
@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import paths, strategies
-from pipeline.config import load_params
+from pipeline.config import load_params, seed_list
 
 PARAMS = config.get("params", "params.yaml")
 P = load_params(PARAMS)
@@ -28,9 +28,10 @@ P = load_params(PARAMS)
 PARAMS_FILE = Path(PARAMS)
 ENV = "envs/gcn-bench.yaml"
 DATASETS = P["datasets"]
-# one training job per strategy that trains a generator (bicubic needs none: evaluate builds it)
+# one training job per strategy that trains a generator and seed (bicubic needs none: evaluate builds it)
 SLUGS = [strategies.slug(s) for s in strategies.select(P["strategy"]) if strategies.get(s).trains_generator]
-TRAINED = lambda ds: [f"{paths.models_dir(ds)}/{slug}/config.json" for slug in SLUGS]
+SEEDS = seed_list(P["train"])
+TRAINED = lambda ds: [f"{paths.model_dir(ds, slug, seed)}/config.json" for slug in SLUGS for seed in SEEDS]
 
 with open(workflow.source_path("dvc.yaml")) as handle:
     DVC = yaml.safe_load(handle)["stages"]
@@ -47,7 +48,10 @@ def dvc_code(name):
 
 
 def dvc_params(name, dataset="", skip=()):
-    """JSON of the parameter sections a dvc stage declares, with their current values."""
+    """JSON of the parameter sections a dvc stage declares, with their current values.
+
+    `skip` names sections or keys left out (e.g. `train.seeds`: each job trains one seed).
+    """
     values = {}
     for key in dvc_stage(name)["params"]:
         key = key.replace("${item}", dataset)
@@ -56,6 +60,8 @@ def dvc_params(name, dataset="", skip=()):
         value = P
         for part in key.split("."):
             value = value[part]
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if f"{key}.{k}" not in skip}
         values[key] = value
     return json.dumps(values, sort_keys=True)
 
@@ -63,6 +69,7 @@ def dvc_params(name, dataset="", skip=()):
 wildcard_constraints:
     dataset="|".join(DATASETS),
     slug="|".join(s.replace("+", r"\+") for s in SLUGS),
+    seed=r"\d+",
 
 
 rule all:
@@ -125,22 +132,23 @@ rule train:
         rules.weights.output,
         code=dvc_code("train"),
     output:
-        f"{paths.MODELS}/{{dataset}}/{{slug}}/config.json",
-        f"{paths.PLOTS}/train/{{dataset}}/{{slug}}.csv",
+        f"{paths.MODELS}/{{dataset}}/{{slug}}/seed-{{seed}}/config.json",
+        f"{paths.PLOTS}/train/{{dataset}}/{{slug}}/seed-{{seed}}.csv",
     params:
         # dvc's train stage trains the whole `strategy` selection; here each job trains the one
         # strategy of its wildcard, so the selection decides which jobs exist, not their params
-        # (adding a strategy trains it alone, as dvc's persisted models/ and inputs hash do)
+        # (adding a strategy trains it alone, as dvc's persisted models/ and inputs hash do); likewise
+        # each job trains the one seed of its wildcard, so `train.seeds` is left out too
         file=PARAMS_FILE,
-        sections=lambda wc: dvc_params("train", wc.dataset, skip={"strategy"}),
+        sections=lambda wc: dvc_params("train", wc.dataset, skip={"strategy", "train.seeds"}),
     conda:
         ENV
     log:
-        "logs/train/{dataset}/{slug}.log",
+        "logs/train/{dataset}/{slug}/seed-{seed}.log",
     resources:
         gpu=1,
     shell:
-        "python stages/train.py --params {params.file} --dataset {wildcards.dataset} --strategy {wildcards.slug} > {log} 2>&1"
+        "python stages/train.py --params {params.file} --dataset {wildcards.dataset} --strategy {wildcards.slug} --seed {wildcards.seed} > {log} 2>&1"
 
 
 rule evaluate:

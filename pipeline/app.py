@@ -28,16 +28,26 @@ from pipeline.fileio import atomic_write_bytes, atomic_write_text
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_model(spec: str, root: Path = Path(".")) -> Path:
-    """The strategy folder of MODEL: a folder holding config.json, or <dataset>/<strategy> under root/models."""
-    folder = Path(spec)
-    if (folder / "config.json").is_file():
-        return folder
+def resolve_model(spec: str, root: Path = Path("."), seed: int | None = None) -> Path:
+    """The model folder of MODEL (one seed's folder, holding config.json).
+
+    MODEL is a model folder (models/<dataset>/<strategy>/seed-<k>), a strategy folder
+    (models/<dataset>/<strategy>: the seed `seed`, default its lowest), or <dataset>/<strategy>
+    under root/models.
+    """
+    candidates = [Path(spec)]
     parts = spec.strip("/").split("/")
     if len(parts) == 2:
-        folder = Path(root) / paths.MODELS / parts[0] / strategies.slug(strategies.canonical(parts[1]))
-        if (folder / "config.json").is_file():
+        candidates.append(Path(root) / paths.MODELS / parts[0] / strategies.slug(strategies.canonical(parts[1])))
+    for folder in candidates:
+        if (folder / "config.json").is_file() and seed is None:
             return folder
+        seeds = sorted(int(p.name.removeprefix("seed-")) for p in folder.glob("seed-*")
+                       if p.name.removeprefix("seed-").isdigit() and (p / "config.json").is_file())
+        if seeds:
+            if seed is not None and seed not in seeds:
+                raise UserError(f"{folder}: no model of seed {seed}; valid seeds: {', '.join(map(str, seeds))}")
+            return folder / f"seed-{seeds[0] if seed is None else seed}"
     raise UserError(f"{spec}: unknown model; give a trained strategy folder (models/<dataset>/<strategy>) "
                     f"or <dataset>/<strategy>; `gcn-bench models` lists them")
 
@@ -60,7 +70,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     from pipeline.models import load_sr_model
     from pipeline.upscale import count_tiles, encode_png, list_images, read_image, super_resolve
 
-    folder = resolve_model(args.model, args.root)
+    folder = resolve_model(args.model, args.root, args.seed)
     config = read_config(folder)
     scale, slug = int(config["scale"]), config.get("slug", folder.name)
     suffix = f"_x{scale}_{slug}"
@@ -132,25 +142,26 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_models(args: argparse.Namespace) -> None:
     root = Path(args.root) / paths.MODELS
     rows = []
-    for folder in sorted(p for p in root.glob("*/*") if p.is_dir()):
+    for folder in sorted(p for p in root.glob("*/*/seed-*") if p.is_dir()):
+        dataset, slug, seed = folder.parent.parent.name, folder.parent.name, folder.name.removeprefix("seed-")
         if (folder / "config.json").is_file():
             config = read_config(folder)
-            rows.append((folder.parent.name, config.get("strategy", folder.name),
+            rows.append((dataset, config.get("strategy", strategies.canonical(slug)), seed,
                          "-" if config.get("untrained") else str(config.get("iterations", "?")),
                          config.get("device", "-"), "yes" if config.get("completed") else "no"))
         else:  # training started (or was killed) but has not finished
-            rows.append((folder.parent.name, strategies.canonical(folder.name), "?", "-", "no"))
+            rows.append((dataset, strategies.canonical(slug), seed, "?", "-", "no"))
     if not rows:
         print(f"no trained models under {root}; run the pipeline first (dvc repro or snakemake)", file=sys.stderr)
         return
-    header = ("dataset", "strategy", "iterations", "device", "completed")
+    header = ("dataset", "strategy", "seed", "iterations", "device", "completed")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(value.ljust(w) for value, w in zip(row, widths)).rstrip())
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    folder = resolve_model(args.model, args.root)
+    folder = resolve_model(args.model, args.root, args.seed)
     print(json.dumps(read_config(folder), indent=2))
 
 
@@ -159,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("upscale", help="super-resolve images or folders of images with a trained model")
-    up.add_argument("model", metavar="MODEL", help="models/<dataset>/<strategy> folder, or <dataset>/<strategy>")
+    up.add_argument("model", metavar="MODEL", help="models/<dataset>/<strategy>[/seed-<k>] folder, or <dataset>/<strategy>")
+    up.add_argument("--seed", type=int, default=None, help="which seed's model (default: the lowest trained)")
     up.add_argument("inputs", metavar="INPUTS", nargs="+", type=Path, help="image files or folders of images")
     up.add_argument("--out", type=Path, default=None,
                     help="output folder (default: beside each input, as <name>_x<scale>_<strategy>.png)")
@@ -189,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(run=cmd_models)
 
     cf = commands.add_parser("config", help="print a trained model's config.json")
-    cf.add_argument("model", metavar="MODEL", help="models/<dataset>/<strategy> folder, or <dataset>/<strategy>")
+    cf.add_argument("model", metavar="MODEL", help="models/<dataset>/<strategy>[/seed-<k>] folder, or <dataset>/<strategy>")
+    cf.add_argument("--seed", type=int, default=None, help="which seed's model (default: the lowest trained)")
     cf.add_argument("--root", type=Path, default=Path("."), help="project folder holding models/ (default .)")
     cf.set_defaults(run=cmd_config)
     return parser

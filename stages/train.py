@@ -1,4 +1,4 @@
-"""Train stage: train the selected strategies' generators for one dataset (models/<dataset>/<slug>/)."""
+"""Train stage: train the selected strategies' generators for one dataset, once per seed (models/<dataset>/<slug>/seed-<k>/)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from pipeline import strategies
 from pipeline.cli import run, stage_parser
 from pipeline.config import dataset_spec, load_params
+from pipeline.errors import ConfigError
 from pipeline.train import train_dataset
 
 
@@ -16,11 +17,16 @@ def main() -> None:
     parser.add_argument("--strategy", default=None,
                         help="strategies to train, overriding the `strategy` param: all, one name (dis,rec or "
                              "dis+rec) or a list in YAML form, e.g. '[dis, rec]'")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="train this seed only (a non-negative integer), overriding `train.seeds`")
     args = parser.parse_args()
     params = load_params(args.params)
     dataset_spec(params, args.dataset)  # unknown dataset -> ConfigError naming the valid ones
     selected = None if args.strategy is None else strategies.select_text(args.strategy)
-    train_dataset(params, args.dataset, selected, Path("."))
+    if args.seed is not None and args.seed < 0:
+        raise ConfigError(f"--seed: must be a non-negative integer, got {args.seed}")
+    seeds = None if args.seed is None else [args.seed]
+    train_dataset(params, args.dataset, selected, Path("."), seeds=seeds)
 
 
 if __name__ == "__main__":

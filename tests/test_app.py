@@ -46,12 +46,12 @@ def _smooth(rng: np.random.Generator, h: int, w: int, channels: int = 3) -> np.n
 def project(tmp_path: Path) -> Path:
     """models/toy/{mse (random generator), bicubic (untrained)} and inputs/ with four image kinds."""
     torch.manual_seed(0)
-    mse = tmp_path / "models" / "toy" / "mse"
+    mse = tmp_path / "models" / "toy" / "mse" / "seed-0"
     mse.mkdir(parents=True)
     save_generator(Generator(**ARCH), ARCH, mse / "generator.pt")
     (mse / "config.json").write_text(json.dumps({"strategy": "mse", "slug": "mse", "scale": 4, "iterations": 2,
                                                  "device": "cpu", "completed": True}))
-    bicubic = tmp_path / "models" / "toy" / "bicubic"
+    bicubic = tmp_path / "models" / "toy" / "bicubic" / "seed-0"
     bicubic.mkdir(parents=True)
     (bicubic / "config.json").write_text(json.dumps({"strategy": "bicubic", "slug": "bicubic", "scale": 4,
                                                      "untrained": True, "completed": True}))
@@ -139,7 +139,7 @@ def test_score_writes_per_image_csv_and_summary(project, tmp_path):
                      "--weights-order", "cache", "--root", str(tmp_path / "no-weights"), cwd=project)
     assert run.returncode == 0, run.stderr
     table = pd.read_csv(project / "scores.csv")
-    low_level = list(metrics.image_metrics(np.zeros((16, 16, 3)), np.ones((16, 16, 3)), 4))
+    low_level = list(metrics.image_metrics(np.zeros((32, 32, 3)), np.ones((32, 32, 3)), 4))
     assert list(table.columns) == ["image", "reference", *low_level, "pe_alex", "pe_alex_lin"]
     assert sorted(table["reference"]) == ["one.png", "three.png", "two.png"]
     row = table.set_index("reference").loc["three.png"]   # 42 px: cropped to the SR's 40 px (modcrop)
@@ -179,7 +179,7 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(project, capsys):
     assert "missing.png: no such file" in gcn_bench("upscale", "toy/mse", str(project / "missing.png"))
     assert "toy/srgan: unknown model" in gcn_bench("upscale", "toy/srgan", str(inputs / "colour.png"))
     assert "unknown model" in gcn_bench("config", str(project / "inputs"))
-    (project / "models" / "toy" / "mse" / "generator.pt").write_bytes(b"truncated")
+    (project / "models" / "toy" / "mse" / "seed-0" / "generator.pt").write_bytes(b"truncated")
     assert "cannot load the model" in gcn_bench("upscale", "toy/mse", str(inputs / "colour.png"))
     if not torch.cuda.is_available():
         assert "--device: cuda" in gcn_bench("upscale", "toy/bicubic", str(inputs / "colour.png"), "--device", "cuda")
@@ -201,14 +201,21 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(project, capsys):
 
 
 def test_models_lists_trained_models_and_config_prints_one(project, capsys):
-    (project / "models" / "toy" / "adv").mkdir()   # training started, not finished: no config.json yet
+    (project / "models" / "toy" / "adv" / "seed-0").mkdir(parents=True)   # training started, not finished
     app.main(["models", "--root", str(project)])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["dataset", "strategy", "iterations", "device", "completed"]
-    assert [l.split() for l in lines[1:]] == [["toy", "adv", "?", "-", "no"], ["toy", "bicubic", "-", "-", "yes"],
-                                             ["toy", "mse", "2", "cpu", "yes"]]
+    assert lines[0].split() == ["dataset", "strategy", "seed", "iterations", "device", "completed"]
+    assert [l.split() for l in lines[1:]] == [["toy", "adv", "0", "?", "-", "no"],
+                                             ["toy", "bicubic", "0", "-", "-", "yes"],
+                                             ["toy", "mse", "0", "2", "cpu", "yes"]]
     app.main(["config", "toy/mse", "--root", str(project)])
-    assert json.loads(capsys.readouterr().out) == json.loads((project / "models/toy/mse/config.json").read_text())
+    config = json.loads((project / "models/toy/mse/seed-0/config.json").read_text())
+    assert json.loads(capsys.readouterr().out) == config
+    app.main(["config", "toy/mse", "--seed", "0", "--root", str(project)])
+    assert json.loads(capsys.readouterr().out) == config
+    with pytest.raises(SystemExit) as stop:
+        app.main(["config", "toy/mse", "--seed", "3", "--root", str(project)])
+    assert stop.value.code == 2 and "no model of seed 3; valid seeds: 0" in capsys.readouterr().err
 
 
 def test_score_perceptual_error_with_weights(project, tmp_path):
