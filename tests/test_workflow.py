@@ -59,12 +59,20 @@ def test_dvc_and_snakemake_run_the_same_stage_clis_and_outputs(tmp_path):
         assert any(s == out or s.startswith(out + "/") for out in dvc_outs), s
 
 
-def test_snakemake_trains_one_job_per_dataset_and_strategy():
-    params = load_params(REPO / "params.yaml")
-    dry = _snakemake_dry_run(REPO)
+def test_snakemake_trains_one_job_per_dataset_strategy_and_seed(tmp_path):
+    params_file = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params_file)
+    subprocess.run([sys.executable, "stages/configure.py", "--params", str(params_file), "configs/smoke.yaml"],
+                   cwd=REPO, check=True, capture_output=True)
+    params_file.write_text(params_file.read_text().replace("seeds: 1 ", "seeds: [0, 5] "))
+    params = load_params(params_file)
+    assert params["train"]["seeds"] == [0, 5]
+    dry = _snakemake_dry_run(REPO, str(params_file))
     trained = [s for s in strategies.select(params["strategy"]) if strategies.get(s).trains_generator]
-    expected = {f"models/{ds}/{strategies.slug(s)}/config.json" for ds in params["datasets"] for s in trained}
+    expected = {f"models/{ds}/{strategies.slug(s)}/seed-{seed}/config.json"
+                for ds in params["datasets"] for s in trained for seed in (0, 5)}
     assert expected <= _snakemake_outputs(dry)
+    assert dry.count("rule train:") == len(expected)
     train_jobs = dry.split("rule train:")[1:]
     assert train_jobs and all("gpu=1" in job.split("Shell command")[0] for job in train_jobs)
 
