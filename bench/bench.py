@@ -196,7 +196,7 @@ def time_training(params: dict, name: str, fast: bool, device: torch.device, vgg
         trainer.freeze_extractor()
     if compile_:
         compile_trainer(trainer)
-    batch, seed = int(train["batch_size"]), int(train["seed"])
+    batch, seed = int(train["batch_size"]), int(train.get("seed", 0))
     n = max(4 * batch, 20)
     lr_u8, hr_u8 = synthetic_pairs(n, hr_size, scale)
     total = warmup + iters

@@ -24,6 +24,9 @@ LR_SOURCES = ("hr", "source")     # crop.lr_from: the LR image is made from the 
 DEVICES = ("auto", "cpu", "cuda")
 FAST_MODES = ("auto", "on", "off")    # train.fast: the fast training path (pipeline.fast); auto = on
 UPSAMPLE_MODES = ("pixelshuffle", "nearest")
+D_UPDATES = ("separate", "joint")      # train.d_update: the authors' two extractor steps, or one joint step
+HEADS = ("patch", "flatten")           # train.discriminator.head: dense layers per position (authors) or flattened
+DECODER_OUTPUTS = ("tanh", "sigmoid")  # train.discriminator.decoder_output
 NETWORKS = ("squeeze", "alex", "vgg")
 WEIGHT_SOURCES = ("cache", "torchvision", "registry")
 
@@ -40,10 +43,10 @@ CROP_KEYS = ("hr_size", "scale", "downscale", "lr_from", "seed")
 TRAIN_KEYS = (
     "iterations", "batch_size", "lr", "beta1", "lambda1", "lambda2", "feature_layer",
     "pretrain_mse", "rec_pretrain", "rec_on_generated", "checkpoint_every", "seeds", "device",
-    "generator", "discriminator", "fast",
+    "generator", "discriminator", "fast", "d_update", "hflip", "bn_momentum",
 )
 GENERATOR_KEYS = ("blocks", "width", "upsample")
-DISCRIMINATOR_KEYS = ("blocks", "width", "dense")
+DISCRIMINATOR_KEYS = ("blocks", "width", "dense", "head", "plain_blocks", "decoder_output")
 EVAL_KEYS = ("batch_size", "networks", "weights_order")
 REPORT_KEYS = ("figures_per_dataset", "zoom")
 
@@ -170,6 +173,9 @@ def _validate_train(train: Any) -> None:
     _float(train.get("lambda1"), "train.lambda1")
     _float(train.get("lambda2"), "train.lambda2")
     _bool(train.get("rec_on_generated", False), "train.rec_on_generated")
+    _choice(train.get("d_update", "separate"), D_UPDATES, "train.d_update")
+    _bool(train.get("hflip", True), "train.hflip")
+    _float(train.get("bn_momentum", 0.2), "train.bn_momentum", 0.0, 1.0, open_min=True)
     _choice(train.get("device", "auto"), DEVICES, "train.device")
     if isinstance(train.get("fast"), bool):  # YAML 1.1 reads a bare on/off as true/false
         train["fast"] = "on" if train["fast"] else "off"
@@ -184,6 +190,10 @@ def _validate_train(train: Any) -> None:
     blocks = _int(disc.get("blocks", 8), "train.discriminator.blocks")
     _int(disc.get("width", 64), "train.discriminator.width")
     _int(disc.get("dense", 1024), "train.discriminator.dense")
+    _choice(disc.get("head", "patch"), HEADS, "train.discriminator.head")
+    if _int(disc.get("plain_blocks", 2), "train.discriminator.plain_blocks", minimum=0) > blocks:
+        raise ConfigError(f"train.discriminator.plain_blocks: {disc['plain_blocks']} exceeds the {blocks} blocks")
+    _choice(disc.get("decoder_output", "tanh"), DECODER_OUTPUTS, "train.discriminator.decoder_output")
     if train["feature_layer"] > blocks:
         raise ConfigError(f"train.feature_layer: {train['feature_layer']} exceeds the {blocks} discriminator blocks")
 

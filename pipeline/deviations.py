@@ -71,6 +71,26 @@ CHOICES: tuple[Choice, ...] = (
            "Phi of dis,rec and adv,rec is also fitted to generated images"),
     Choice("train.generator.blocks", "residual blocks of the generator", 10, "paper 4.3.2",
            "capacity of the generator"),
+    Choice("train.generator.upsample", "generator upsampling", "nearest",
+           "authors' gcn.py: Conv2D - UpSampling2D (nearest) - PReLU",
+           "pixel shuffle (SRGAN) learns sub-pixel filters: other artefacts (checkerboard vs blockiness)"),
+    Choice("train.d_update", "discriminator updates", "separate",
+           "authors' gcn.py: one D step on a real batch, one on a generated batch, then G on a new batch",
+           "a joint step on the same batch lets BatchNorm mix real and generated statistics, which changes "
+           "what D (and the Phi taken from it) learns"),
+    Choice("train.hflip", "random horizontal flips of training pairs", True, "authors' gcn.py data loader",
+           "without flips, less augmentation: more over-fitting on small training sets"),
+    Choice("train.bn_momentum", "BatchNorm momentum (torch convention)", 0.2,
+           "authors' gcn.py: Keras BatchNormalization(momentum=0.8)",
+           "running statistics (used at evaluation) follow recent batches more or less closely"),
+    Choice("train.discriminator.head", "discriminator head", "patch",
+           "authors' gcn.py: Dense layers applied per position (16x16 outputs at 256 px, ~0.5 M parameters)",
+           "flatten (SRGAN's 96 px design) has 134 M parameters at 256 px and one output per image: "
+           "a much stronger, slower discriminator"),
+    Choice("train.discriminator.plain_blocks", "first extractor blocks without BatchNorm", 2, "authors' gcn.py",
+           "Phi = the first block: with BatchNorm its features are normalised per batch"),
+    Choice("train.discriminator.decoder_output", "decoder output activation", "sigmoid", "authors' gcn.py",
+           "sigmoid cannot output negative values of the [-1,1] images: tanh reconstructs the full range"),
 )
 
 

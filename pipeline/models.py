@@ -2,9 +2,13 @@
 
 - `Generator`: SRResNet, the mapping F from LR to SR images in [-1,1].
 - `Extractor`: the discriminator's convolutional encoder with an optional discriminator head
-  (two dense layers, sigmoid) and an optional symmetric decoder (the auto-encoder's
-  reconstruction head). Phi, the feature extractor of the GCN loss, is always the output of
-  the encoder's first `feature_layer` blocks, taken after their activation.
+  (two dense layers, sigmoid; per position or on the flattened map, `head`) and an optional
+  symmetric decoder (the auto-encoder's reconstruction head). Phi, the feature extractor of the
+  GCN loss, is always the output of the encoder's first `feature_layer` blocks, taken after
+  their activation.
+
+Where the paper is silent the authors' released Keras code (melaseddik/GCN, gcn.py) is the
+reference; the keyword arguments name each choice so params.yaml can pick SRGAN's or theirs.
 - `Bicubic`: the untrained baseline with the generator's interface.
 - `load_sr_model`: the trained (or bicubic) model of one strategy folder, ready to evaluate.
 """
@@ -22,6 +26,10 @@ from torch import nn
 from pipeline.errors import UserError
 
 LEAKY_SLOPE = 0.2  # LeakyReLU alpha of the discriminator (SRGAN 2.1, GCN 4.3.2)
+BN_MOMENTUM = 0.2  # torch convention (weight of the new batch); the authors' Keras momentum=0.8
+DECODER_BN_MOMENTUM = 0.1  # the authors' decoder uses Keras momentum=0.9, i.e. torch's default
+HEADS = ("patch", "flatten")
+DECODER_OUTPUTS = ("tanh", "sigmoid")
 
 
 def upsampling_factors(scale: int) -> list[int]:
@@ -36,11 +44,11 @@ def upsampling_factors(scale: int) -> list[int]:
 class ResidualBlock(nn.Module):
     """conv3x3 - BN - PReLU - conv3x3 - BN, plus the identity skip (SRGAN Fig. 4)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, bn_momentum: float = BN_MOMENTUM) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.PReLU(width),
-            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width, momentum=bn_momentum), nn.PReLU(width),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width, momentum=bn_momentum),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,27 +58,37 @@ class ResidualBlock(nn.Module):
 class Generator(nn.Module):
     """SRResNet (SRGAN Fig. 4) with `blocks` residual blocks and a tanh output (GCN 4.3.3).
 
-    `upsample` is `pixelshuffle` (SRGAN's sub-pixel convolution) or `nearest` (nearest-neighbour
-    upsampling followed by a convolution, as in the GCN authors' released code).
+    head: conv9x9 - PReLU; body: the residual blocks, then conv3x3 - BN, added to the head's
+    output (the long skip); one upsampling stage per factor of `scale`, each ending in PReLU;
+    tail: conv9x9 to 3 channels, tanh. Each upsampling stage first convolves (3x3) to
+    width * factor^2 maps, then `upsample` is `pixelshuffle` (SRGAN's sub-pixel convolution,
+    back to `width` maps) or `nearest` (nearest-neighbour upsampling that keeps the
+    width * factor^2 maps, as in the authors' code: Conv2D(256) - UpSampling2D - PReLU).
+    `bn_momentum` is torch's BatchNorm momentum (1 - Keras momentum).
     """
 
-    def __init__(self, blocks: int = 10, width: int = 64, upsample: str = "pixelshuffle", scale: int = 4) -> None:
+    def __init__(self, blocks: int = 10, width: int = 64, upsample: str = "pixelshuffle", scale: int = 4,
+                 bn_momentum: float = BN_MOMENTUM) -> None:
         super().__init__()
         if upsample not in ("pixelshuffle", "nearest"):
             raise UserError(f"train.generator.upsample: invalid value {upsample!r}; valid choices: pixelshuffle, nearest")
         self.scale = scale
         self.head = nn.Sequential(nn.Conv2d(3, width, 9, padding=4), nn.PReLU(width))
-        self.body = nn.Sequential(*[ResidualBlock(width) for _ in range(blocks)])
-        self.post = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width))
+        self.body = nn.Sequential(*[ResidualBlock(width, bn_momentum) for _ in range(blocks)])
+        self.post = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width, momentum=bn_momentum))
         stages: list[nn.Module] = []
+        maps = width
         for factor in upsampling_factors(scale):
+            stages.append(nn.Conv2d(maps, width * factor ** 2, 3, padding=1))
             if upsample == "pixelshuffle":
-                stages += [nn.Conv2d(width, width * factor ** 2, 3, padding=1), nn.PixelShuffle(factor)]
+                stages.append(nn.PixelShuffle(factor))
+                maps = width
             else:
-                stages += [nn.Upsample(scale_factor=factor, mode="nearest"), nn.Conv2d(width, width, 3, padding=1)]
-            stages.append(nn.PReLU(width))
+                stages.append(nn.Upsample(scale_factor=factor, mode="nearest"))
+                maps = width * factor ** 2
+            stages.append(nn.PReLU(maps))
         self.upsample = nn.Sequential(*stages)
-        self.tail = nn.Conv2d(width, 3, 9, padding=4)
+        self.tail = nn.Conv2d(maps, 3, 9, padding=4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         head = self.head(x)
@@ -96,18 +114,34 @@ def encoder_reduction(blocks: int) -> int:
 class Extractor(nn.Module):
     """The discriminator / auto-encoder network of GCN 4.3.2, whose first blocks are Phi.
 
-    Encoder: `blocks` conv3x3 blocks (BN except on the first block, LeakyReLU 0.2), widths
-    doubling every two blocks from `width`, stride 2 on every second block. Heads:
-    `discriminator` adds dense(`dense`) - LeakyReLU - dense(1) - sigmoid on the flattened
-    encoder output (its size is computed from `image_size`); `decoder` adds a mirror image of
-    the encoder (nearest x2 upsampling where the encoder strides, conv3x3, BN, LeakyReLU) ending
-    in a conv to 3 channels and tanh. With both heads the encoder, hence Phi, is shared by the
-    two problems (P/dis,rec and P/adv,rec, as in the authors' released code).
+    Encoder: `blocks` conv3x3 blocks (BN except on the first `plain_blocks` blocks, LeakyReLU
+    0.2), widths doubling every two blocks from `width`, stride 2 on every second block.
+    SRGAN Fig. 4 leaves BN out of the first block only; the authors' code out of the first two.
+
+    `discriminator` adds dense(`dense`) - LeakyReLU - dense(1) - sigmoid on the encoder output:
+    `head="flatten"` applies it to the flattened map (SRGAN's 96 px design; 134 M parameters at
+    256 px), `head="patch"` to each position of the map, as Keras' Dense does on the authors'
+    4-D tensor (a 1x1 convolution; a 16x16 patch of probabilities at 256 px, 0.5 M parameters,
+    the loss then averages over positions). `logits` is (N,) for flatten and (N, h, w) for patch.
+
+    `decoder` adds a mirror image of the encoder (nearest x2 upsampling where the encoder
+    strides, conv3x3, BN, LeakyReLU) ending in a conv to 3 channels and `decoder_output`:
+    `tanh` matches the [-1,1] image range; `sigmoid` is the authors' code (its outputs cannot
+    be negative, so dark pixels are never reconstructed exactly). With both heads the encoder,
+    hence Phi, is shared by the two problems (P/dis,rec and P/adv,rec, as in the authors' code).
+    `bn_momentum` (torch convention) applies to the encoder; the decoder keeps torch's 0.1,
+    which is the authors' Keras momentum=0.9 there.
     """
 
     def __init__(self, image_size: int, blocks: int = 8, width: int = 64, dense: int = 1024,
-                 discriminator: bool = True, decoder: bool = False) -> None:
+                 discriminator: bool = True, decoder: bool = False, head: str = "patch",
+                 plain_blocks: int = 2, decoder_output: str = "tanh", bn_momentum: float = BN_MOMENTUM) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise UserError(f"train.discriminator.head: invalid value {head!r}; valid choices: {', '.join(HEADS)}")
+        if decoder_output not in DECODER_OUTPUTS:
+            raise UserError(f"train.discriminator.decoder_output: invalid value {decoder_output!r}; "
+                            f"valid choices: {', '.join(DECODER_OUTPUTS)}")
         reduction = encoder_reduction(blocks)
         if image_size % reduction:
             raise UserError(f"crop.hr_size: {image_size} is not divisible by {reduction}, which the "
@@ -117,15 +151,18 @@ class Extractor(nn.Module):
         self.encoder = nn.ModuleList()
         for i, (c_in, c_out, stride) in enumerate(zip(inputs, widths, strides)):
             layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)]
-            if i > 0:
-                layers.append(nn.BatchNorm2d(c_out))
+            if i >= plain_blocks:
+                layers.append(nn.BatchNorm2d(c_out, momentum=bn_momentum))
             layers.append(nn.LeakyReLU(LEAKY_SLOPE))
             self.encoder.append(nn.Sequential(*layers))
         self.head = None
-        if discriminator:
+        if discriminator and head == "flatten":
             side = image_size // reduction
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * side * side, dense),
                                       nn.LeakyReLU(LEAKY_SLOPE), nn.Linear(dense, 1))
+        elif discriminator:
+            self.head = nn.Sequential(nn.Conv2d(widths[-1], dense, 1), nn.LeakyReLU(LEAKY_SLOPE),
+                                      nn.Conv2d(dense, 1, 1))
         self.decoder = None
         if decoder:
             layers = []
@@ -133,10 +170,11 @@ class Extractor(nn.Module):
                 if strides[i] == 2:
                     layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
                 if i == 0:
-                    layers += [nn.Conv2d(widths[0], 3, 3, padding=1), nn.Tanh()]
+                    layers += [nn.Conv2d(widths[0], 3, 3, padding=1),
+                               nn.Tanh() if decoder_output == "tanh" else nn.Sigmoid()]
                 else:
-                    layers += [nn.Conv2d(widths[i], inputs[i], 3, padding=1), nn.BatchNorm2d(inputs[i]),
-                               nn.LeakyReLU(LEAKY_SLOPE)]
+                    layers += [nn.Conv2d(widths[i], inputs[i], 3, padding=1),
+                               nn.BatchNorm2d(inputs[i], momentum=DECODER_BN_MOMENTUM), nn.LeakyReLU(LEAKY_SLOPE)]
             self.decoder = nn.Sequential(*layers)
 
     def features(self, images: torch.Tensor, layer: int) -> torch.Tensor:
@@ -149,17 +187,17 @@ class Extractor(nn.Module):
         return self.features(images, len(self.encoder))
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """The discriminator's pre-sigmoid output, (N,); the losses use it for numerical stability."""
+        """The discriminator's pre-sigmoid output, (N,) or (N, h, w) per patch; the losses use it for stability."""
         if self.head is None:
             raise RuntimeError("this extractor has no discriminator head")
-        return self.head(self.encode(images)).squeeze(1)
+        return self.head(self.encode(images)).squeeze(1)  # (N,1) -> (N,); (N,1,h,w) -> (N,h,w)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """The probability that each image is a real HR image, (N,)."""
+        """The probability that each image (flatten) or each patch (patch) is real HR, (N,) or (N, h, w)."""
         return torch.sigmoid(self.logits(images))
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """Psi2(Phi(y)): the auto-encoder's reconstruction in [-1,1]."""
+        """Psi2(Phi(y)): the auto-encoder's reconstruction, in [-1,1] (tanh) or [0,1] (sigmoid)."""
         if self.decoder is None:
             raise RuntimeError("this extractor has no decoder head")
         return self.decoder(self.encode(images))

@@ -7,20 +7,31 @@ work the same in each:
    (train.rec_pretrain iterations, Eq. 2), then frozen (disjoint learning).
 2. `pretrain_mse`: optional MSE pre-training of the generator (train.pretrain_mse iterations,
    SRGAN 3.2), with its own Adam optimizer.
-3. `main`: train.iterations alternating updates, a generator step then an extractor
-   (discriminator / auto-encoder) step, both on the same mini-batch.
+3. `main`: train.iterations alternating updates of the generator and the extractor
+   (discriminator / auto-encoder), as `train.d_update` says:
+   - `separate` (the authors' code, gcn.py `train`): the extractor first, in two steps on one
+     mini-batch A: one on the real HR images of A (label 1), then one on F(x_A) (label 0),
+     F(x_A) computed with the generator in eval mode (Keras `predict`); so BatchNorm normalises
+     real and generated images separately. Then the generator, on a second mini-batch B.
+   - `joint`: the generator first, then one extractor step on the real and the (detached)
+     generated images of the same mini-batch, real and generated forwarded separately but
+     summed into one loss and one Adam step.
 
-The batch of step s is drawn from a generator seeded by (train.seed, s), so a run resumed from
-a checkpoint sees exactly the batches an uninterrupted run sees; on CPU the final weights are
-bit-identical. Losses:
+The batches of step s are drawn from generators seeded by (train.seed, s) (B from its own
+stream), and so are the random horizontal flips (`train.hflip`, the authors' data loader), so a
+run resumed from a checkpoint sees exactly the batches an uninterrupted run sees; on CPU the
+final weights are bit-identical. Adam uses betas (train.beta1, 0.999); the authors' code calls
+Keras `Adam(0.0002, 0.)`, i.e. beta1 = 0 (the paper's "decay of 0"). Losses:
 
 - generator: loss_g = lambda1 * loss_content + lambda2 * loss_adv, loss_content =
   mean((Phi(y) - Phi(F(x)))^2) (Phi features times the strategy's feature_scale), loss_adv =
-  mean(-log D(F(x))) (the non-saturating form, SRGAN Eq. 6), computed from logits for stability;
-- discriminator: loss_d = (BCE(D(y), 1) + BCE(D(F(x)), 0)) / 2, as in the authors' code;
+  mean(-log D(F(x))) (the non-saturating form, SRGAN Eq. 6; averaged over the patches of a
+  patch discriminator, like the authors' Keras binary cross-entropy), computed from logits;
+- discriminator: BCE(D(y), 1) and BCE(D(F(x)), 0); logged loss_d = their mean, as in the
+  authors' code;
 - reconstruction head: loss_rec = mean((Psi2(Phi(y)) - y)^2) (paper text); with
-  train.rec_on_generated the mean with the same error on generated images (authors' code).
-  The joint extractor minimises loss_d + loss_rec.
+  train.rec_on_generated also the same error on generated images (authors' code), averaged.
+  Each extractor step minimises its discriminator term(s) plus its reconstruction term(s).
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ from pipeline import strategies as registry
 from pipeline.config import seed_list
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_bytes, atomic_write_text, sha256_file
-from pipeline.models import Extractor, Generator, save_generator
+from pipeline.models import BN_MOMENTUM, Extractor, Generator, save_generator
 from pipeline.strategies import Strategy
 
 log = logging.getLogger(__name__)
@@ -78,13 +89,36 @@ def choose_device(setting: str) -> torch.device:
     return torch.device("cuda")
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
-    """The mini-batch of global step `step`: a function of (seed, step) only, so resume is exact."""
-    state = np.random.SeedSequence([seed, step]).generate_state(2, dtype=np.uint32)
-    generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+def _generator(seed: int, step: int, stream: int) -> torch.Generator:
+    # stream 0 keeps the original (seed, step) key, so the first batch of a step is unchanged
+    key = [seed, step] if stream == 0 else [seed, step, stream]
+    state = np.random.SeedSequence(key).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int, stream: int = 0) -> torch.Tensor:
+    """The mini-batch of global step `step`: a function of (seed, step, stream) only, so resume is exact.
+
+    Stream 0 is the batch of a step; stream 1 the generator's second batch under d_update=separate.
+    """
+    generator = _generator(seed, step, stream)
     if n >= batch_size:
         return torch.randperm(n, generator=generator)[:batch_size]
     return torch.randint(n, (batch_size,), generator=generator)
+
+
+FLIP_STREAM = 2
+
+
+def flip_mask(n: int, seed: int, step: int) -> torch.Tensor:
+    """Which of the n images of step `step` are flipped left-right (probability 1/2 each, as the authors)."""
+    return torch.rand(n, generator=_generator(seed, step, FLIP_STREAM)) < 0.5
+
+
+def hflip(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The images with those of `mask` mirrored left-right (the LR and HR of a pair get the same mask)."""
+    mask = mask.to(images.device, non_blocking=True).view(-1, 1, 1, 1)
+    return torch.where(mask, images.flip(-1), images)
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
@@ -111,7 +145,8 @@ class Trainer:
     `fast` switches on the fast path (pipeline.fast: channels_last, bf16 autocast and fused Adam
     on CUDA, loss values returned as device tensors for a grouped read-back); None = `train.fast`
     (auto: on). The networks (the shared `vgg` included) are put in the memory
-    format of the chosen path in place.
+    format of the chosen path in place. The architecture choices (discriminator head, BN on the
+    first blocks, decoder output, BN momentum) and `d_update` come from `train` (params.yaml).
     """
 
     def __init__(self, strategy: Strategy, train: dict, hr_size: int, scale: int,
@@ -123,15 +158,22 @@ class Trainer:
         self.layer = int(train["feature_layer"])
         self.lambda1 = float(train["lambda1"])
         self.lambda2 = strategy.adversarial_weight(train)
+        self.d_update = train.get("d_update", "separate")
+        if self.d_update not in ("separate", "joint"):
+            raise ValueError(f"train.d_update: invalid value {self.d_update!r}; valid choices: separate, joint")
         gen, disc = train.get("generator", {}), train.get("discriminator", {})
+        bn_momentum = float(train.get("bn_momentum", BN_MOMENTUM))
         self.arch = {"blocks": int(gen.get("blocks", 10)), "width": int(gen.get("width", 64)),
-                     "upsample": gen.get("upsample", "pixelshuffle"), "scale": int(scale)}
+                     "upsample": gen.get("upsample", "pixelshuffle"), "scale": int(scale),
+                     "bn_momentum": bn_momentum}
         disc_arch = {"image_size": hr_size, "blocks": int(disc.get("blocks", 8)),
-                     "width": int(disc.get("width", 64)), "dense": int(disc.get("dense", 1024))}
-        torch.manual_seed(int(train["seed"]))
+                     "width": int(disc.get("width", 64)), "dense": int(disc.get("dense", 1024)),
+                     "head": disc.get("head", "patch"), "plain_blocks": int(disc.get("plain_blocks", 2)),
+                     "decoder_output": disc.get("decoder_output", "tanh"), "bn_momentum": bn_momentum}
+        torch.manual_seed(int(train.get("seed", 0)))
         self.generator = Generator(**self.arch).to(device)
-        adam = lambda params: fast_path.adam(params, float(train["lr"]), (float(train["beta1"]), 0.999),
-                                             device, self.fast)
+        betas = (float(train["beta1"]), 0.999)  # the authors' Keras Adam(0.0002, 0.): beta1 = 0
+        adam = lambda params: fast_path.adam(params, float(train["lr"]), betas, device, self.fast)
         self.opt_g = adam(self.generator.parameters())
         self.opt_pre = adam(self.generator.parameters()) if int(train.get("pretrain_mse", 0)) else None
 
@@ -193,7 +235,7 @@ class Trainer:
         return sr, losses
 
     def extractor_losses(self, sr: torch.Tensor, hr: torch.Tensor) -> dict:
-        """The joint extractor's losses on a real batch and a (detached) generated batch."""
+        """The joint extractor's losses on a real batch and a (detached) generated batch (d_update=joint)."""
         losses = {}
         with self.autocast():
             if self.extractor.head is not None:
@@ -205,6 +247,22 @@ class Trainer:
                 if self.train.get("rec_on_generated", False):
                     rec = 0.5 * (rec + F.mse_loss(self.extractor.reconstruct(sr).float(), sr.float()))
                 losses["loss_rec"] = rec
+        return losses
+
+    def extractor_step_losses(self, images: torch.Tensor, real: bool) -> dict:
+        """The losses of one d_update=separate extractor step: real HR (label 1) or generated (label 0) images.
+
+        The reconstruction term is on the real images, and on the generated ones too with
+        train.rec_on_generated (the authors' code trains both outputs in both steps).
+        """
+        losses = {}
+        with self.autocast():
+            if self.extractor.head is not None:
+                logits = self.extractor.logits(images).float()
+                target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+                losses["loss_d"] = F.binary_cross_entropy_with_logits(logits, target)
+            if self.extractor.decoder is not None and (real or self.train.get("rec_on_generated", False)):
+                losses["loss_rec"] = F.mse_loss(self.extractor.reconstruct(images).float(), images.float())
         return losses
 
     # -- updates
@@ -235,16 +293,51 @@ class Trainer:
         self.opt_pre.step()
         return values
 
-    def step_main(self, lr: torch.Tensor, hr: torch.Tensor) -> dict:
-        """One alternating update: the generator, then the extractor when it is learned jointly."""
-        joint = self.joint
+    def generate_for_extractor(self, lr: torch.Tensor) -> torch.Tensor:
+        """F(x) for a separate extractor step: no graph, BN on running statistics (Keras `predict`)."""
+        self.generator.eval()
+        with torch.no_grad(), self.autocast():
+            sr = self.generator(lr)
+        self.generator.train()
+        return sr
+
+    def step_generator(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """One generator update with Phi / D fixed; returns F(x) and the loss values."""
         set_trainable(self.extractor, False)  # the generator step must not touch Phi / D
         sr, losses = self.generator_losses(lr, hr)
         values = self.read(losses)
         self.opt_g.zero_grad(set_to_none=True)
         losses["loss_g"].backward()
         self.opt_g.step()
-        if joint:
+        return sr, values
+
+    def step_extractor_separate(self, lr: torch.Tensor, hr: torch.Tensor) -> dict:
+        """Two extractor updates on one batch, real images then generated ones (the authors' order)."""
+        sr = self.generate_for_extractor(lr)
+        set_trainable(self.extractor, True)
+        terms: dict[str, list[torch.Tensor]] = {}
+        for images, real in ((hr, True), (sr, False)):
+            losses = self.extractor_step_losses(images, real)
+            self.opt_x.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            self.opt_x.step()
+            for k, v in losses.items():
+                terms.setdefault(k, []).append(v.detach())
+        return self.read({k: sum(v) / len(v) for k, v in terms.items()})  # loss_d = mean of real and fake
+
+    def step_main(self, lr: torch.Tensor, hr: torch.Tensor,
+                  generator_batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+        """One alternating update (module docstring).
+
+        `generator_batch` is the (lr, hr) batch B of the generator step under d_update=separate
+        (the training loop passes it); None = the same batch (benchmarks time one step so).
+        """
+        if self.d_update == "separate":
+            values = self.step_extractor_separate(lr, hr) if self.joint else {}
+            values.update(self.step_generator(*(generator_batch or (lr, hr)))[1])
+            return values
+        sr, values = self.step_generator(lr, hr)
+        if self.joint:
             set_trainable(self.extractor, True)
             x_losses = self.extractor_losses(sr.detach(), hr)
             values.update(self.read(x_losses))
@@ -340,7 +433,7 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
     out_dir.mkdir(parents=True, exist_ok=True)
     record = vgg[1] if strategy.needs_vgg19 else None
     digest = inputs_hash(strategy, params, manifest_sha256, record["sha256"] if record else None)
-    base = {"strategy": name, "slug": registry.slug(name), "dataset": dataset, "seed": int(train["seed"]),
+    base = {"strategy": name, "slug": registry.slug(name), "dataset": dataset, "seed": int(train.get("seed", 0)),
             "description": strategy.description,
             "definition": strategy.definition(), "inputs_hash": digest, "manifest_sha256": manifest_sha256,
             "scale": scale, "crop": params["crop"], "train": train}
@@ -385,9 +478,15 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
     if step >= plan[0][1] and strategy.extractor == "autoencoder":
         trainer.freeze_extractor()  # resumed after the auto-encoder phase
 
-    batch_size, seed = int(train["batch_size"]), int(train["seed"])
-    batches = fast_path.Batches(lr_all, hr_all, lambda s: batch_indices(len(hr_all), batch_size, seed, s),
-                                device, fast, range(step + 1, total + 1))
+    batch_size, seed = int(train["batch_size"]), int(train.get("seed", 0))
+    separate, flips = trainer.d_update == "separate", bool(train.get("hflip", True))
+
+    def indices(s: int) -> torch.Tensor:
+        """Batch A of step s, then (d_update=separate) the generator's batch B from stream 1."""
+        first = batch_indices(len(hr_all), batch_size, seed, s)
+        return torch.cat([first, batch_indices(len(hr_all), batch_size, seed, s, 1)]) if separate else first
+
+    batches = fast_path.Batches(lr_all, hr_all, indices, device, fast, range(step + 1, total + 1))
     every = int(train["checkpoint_every"])
 
     def diverged(err: TrainingDiverged, at: int) -> TrainingDiverged:
@@ -408,14 +507,18 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
             step += 1
             phase, offset = current_phase(plan, step)
             lr, hr = batches(step)
+            if flips:
+                mask = flip_mask(len(hr), seed, step)
+                lr, hr = hflip(lr, mask), hflip(hr, mask)
             start = time.perf_counter()
             try:
                 if phase == "rec":
-                    values = trainer.step_autoencoder(hr)
+                    values = trainer.step_autoencoder(hr[:batch_size])
                 elif phase == "pretrain_mse":
-                    values = trainer.step_pretrain(lr, hr)
+                    values = trainer.step_pretrain(lr[:batch_size], hr[:batch_size])
                 else:
-                    values = trainer.step_main(lr, hr)
+                    second = (lr[batch_size:], hr[batch_size:]) if separate else None
+                    values = trainer.step_main(lr[:batch_size], hr[:batch_size], second)
             except TrainingDiverged as err:
                 raise diverged(err, step) from None
             if trainer.defer:

@@ -173,7 +173,7 @@ def test_train_stage_fast_on_matches_off_and_resumes_exactly(tmp_path):
     train_dataset(params, DATASET, ["adv,rec"], cut, stop_after=3)
     folder = train_dataset(params, DATASET, ["adv,rec"], cut)[0]
     pd.testing.assert_frame_equal(pd.read_csv(folder / "log.csv"), logs["on"])
-    whole = torch.load(tmp_path / "on" / "models" / DATASET / "adv+rec" / "generator.pt", weights_only=True)
+    whole = torch.load(tmp_path / "on" / "models" / DATASET / "adv+rec" / "seed-0" / "generator.pt", weights_only=True)
     resumed = torch.load(folder / "generator.pt", weights_only=True)
     assert all(torch.equal(whole["state_dict"][k], resumed["state_dict"][k]) for k in whole["state_dict"])
 
@@ -183,7 +183,7 @@ def test_fast_path_reports_divergence_at_the_right_step(tmp_path):
     params = tiny_params(fast="on", pretrain_mse=2, checkpoint_every=2, lambda1=float("inf"))
     with pytest.raises(TrainingDiverged) as err:
         train_dataset(params, DATASET, ["mse"], tmp_path)
-    folder = tmp_path / "models" / DATASET / "mse"
+    folder = tmp_path / "models" / DATASET / "mse" / "seed-0"
     assert "loss_g became inf at main iteration 1 (global step 3)" in str(err.value)
     assert "(step 2)" in str(err.value)
     assert torch.load(folder / "checkpoint.pt", weights_only=True)["step"] == 2

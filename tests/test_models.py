@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import UserError
-from pipeline.models import Bicubic, Extractor, Generator, load_sr_model, save_generator
+from pipeline.models import Bicubic, Extractor, Generator, ResidualBlock, load_sr_model, save_generator
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -25,32 +25,128 @@ def test_generator_upscales_into_unit_range(scale, upsample):
 
 def test_generator_has_the_paper_layout():
     g = Generator()  # defaults: 10 residual blocks of 64 maps, two x2 sub-pixel stages
-    assert len(g.body) == 10
+    assert len(g.body) == 10 and all(isinstance(b, ResidualBlock) for b in g.body)
     block = g.body[0].body
     assert [type(m) for m in block] == [nn.Conv2d, nn.BatchNorm2d, nn.PReLU, nn.Conv2d, nn.BatchNorm2d]
     assert block[0].kernel_size == (3, 3) and block[0].out_channels == 64
-    assert sum(isinstance(m, nn.PixelShuffle) for m in g.upsample) == 2
+    # 9x9 head and tail convolutions (SRGAN Fig. 4, the authors' kernel_size=9), PReLU after the head
+    assert g.head[0].kernel_size == (9, 9) and g.tail.kernel_size == (9, 9) and g.tail.out_channels == 3
+    assert isinstance(g.head[1], nn.PReLU)
+    # each upsampling stage: conv3x3 to 256 maps, sub-pixel x2, then PReLU
+    assert [type(m) for m in g.upsample] == [nn.Conv2d, nn.PixelShuffle, nn.PReLU] * 2
+    assert [m.out_channels for m in g.upsample if isinstance(m, nn.Conv2d)] == [256, 256]
     with pytest.raises(UserError, match="crop.scale"):
         Generator(scale=5)
+    with pytest.raises(UserError, match="upsample"):
+        Generator(upsample="bilinear")
 
 
-def test_discriminator_has_the_paper_layout():
-    d = Extractor(image_size=64)  # defaults: 8 blocks 64..512, dense 1024
+def test_generator_nearest_upsampling_is_the_authors():
+    """gcn.py deconv2d: Conv2D(256, 3) at the lower resolution, UpSampling2D(2), PReLU; tail 9x9 from 256 maps."""
+    g = Generator(blocks=1, width=64, upsample="nearest")
+    assert [type(m) for m in g.upsample] == [nn.Conv2d, nn.Upsample, nn.PReLU] * 2
+    convs = [m for m in g.upsample if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(64, 256), (256, 256)]
+    assert g.tail.in_channels == 256
+    x = torch.rand(1, 3, 4, 4) * 2 - 1
+    assert g(x).shape == (1, 3, 16, 16)
+
+
+def test_generator_long_skip_prelu_and_tanh():
+    """With the body's output zeroed (last BN's scale and shift = 0) only the long skip carries the head."""
+    g = Generator(blocks=3, width=8, scale=4).eval()
+    x = torch.rand(2, 3, 6, 6) * 2 - 1
+    with torch.no_grad():
+        head = g.head(x)
+        assert torch.allclose(g(x), torch.tanh(g.tail(g.upsample(head + g.post(g.body(head))))), atol=1e-6)
+        g.post[1].weight.zero_()
+        g.post[1].bias.zero_()
+        expected = torch.tanh(g.tail(g.upsample(g.head(x))))
+        assert torch.allclose(g(x), expected, atol=1e-6)
+        assert g(x).std() > 0  # the input still reaches the output: the skip is there
+        # PReLU after each upsampling stage: a negative slope of 0 clips the stage's output at 0
+        for m in g.upsample:
+            if isinstance(m, nn.PReLU):
+                m.weight.fill_(0.0)
+        stage = g.upsample[:3](g.head(x))
+        assert stage.min() >= 0 and (g.upsample[:2](g.head(x)) < 0).any()
+        # tanh output: the tail's large pre-activations saturate at +-1
+        g.tail.weight.mul_(1e3)
+        y = g(x)
+        assert y.abs().max() <= 1 and (y.abs() > 0.999).any()
+
+
+def test_residual_block_has_an_identity_skip():
+    block = ResidualBlock(8).eval()
+    x = torch.randn(2, 8, 5, 5)
+    with torch.no_grad():
+        assert torch.allclose(block(x), x + block.body(x)) and not torch.allclose(block(x), x)
+        block.body[4].weight.zero_()
+        block.body[4].bias.zero_()
+        assert torch.equal(block(x), x)
+
+
+@pytest.mark.parametrize("momentum", [0.2, 0.01])
+def test_batchnorm_momentum_is_honoured(momentum):
+    g = Generator(blocks=2, width=8, bn_momentum=momentum)
+    d = Extractor(image_size=16, blocks=4, width=4, dense=8, decoder=True, bn_momentum=momentum)
+    encoder_bns = [m for m in d.encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert {m.momentum for m in g.modules() if isinstance(m, nn.BatchNorm2d)} == {momentum}
+    assert {m.momentum for m in encoder_bns} == {momentum}
+    assert {m.momentum for m in d.decoder.modules() if isinstance(m, nn.BatchNorm2d)} == {0.1}  # Keras 0.9
+    # behaviour: one training forward moves the running mean from 0 by `momentum` of the batch mean
+    x = torch.randn(4, 3, 16, 16) + 3
+    with torch.no_grad():
+        conv_out = d.encoder[2][0](d.features(x, 2))  # block 3 is the first with BN (plain_blocks=2)
+        d.features(x, 3)
+    bn = d.encoder[2][1]
+    assert torch.allclose(bn.running_mean, momentum * conv_out.mean(dim=(0, 2, 3)), atol=1e-5)
+
+
+@pytest.mark.parametrize("plain", [1, 2])
+def test_discriminator_has_the_paper_layout(plain):
+    d = Extractor(image_size=64, head="flatten", plain_blocks=plain)  # 8 blocks 64..512, dense 1024
     convs = [block[0] for block in d.encoder]
     assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
     assert [c.stride[0] for c in convs] == [1, 2, 1, 2, 1, 2, 1, 2]
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in d.encoder[0])  # no BN on the first block
-    assert all(isinstance(block[1], nn.BatchNorm2d) for block in d.encoder[1:])
+    # no BN on the first block (SRGAN Fig. 4) or the first two (the authors' bn=False on block_1, block_2)
+    assert [any(isinstance(m, nn.BatchNorm2d) for m in block) for block in d.encoder] == [False] * plain + [True] * (8 - plain)
     assert all(isinstance(block[-1], nn.LeakyReLU) and block[-1].negative_slope == 0.2 for block in d.encoder)
     dense = [m for m in d.head if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in dense] == [(512 * 4 * 4, 1024), (1024, 1)]
+    assert d.logits(torch.rand(2, 3, 64, 64)).shape == (2,)
+    with pytest.raises(UserError, match="head"):
+        Extractor(image_size=64, head="dense")
+
+
+def test_patch_head_is_the_dense_layers_per_position():
+    """Keras Dense on the authors' (16,16,512) map = the same two dense layers at each of the 16x16 positions."""
+    d = Extractor(image_size=256)  # the default head is the authors' patch head
+    assert sum(p.numel() for p in d.head.parameters()) == 512 * 1024 + 1024 + 1024 + 1  # 0.53 M (flatten: 134 M)
+    small = Extractor(image_size=32, blocks=4, width=4, dense=6).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    logits = small.logits(x)
+    assert logits.shape == (2, 8, 8)
+    features = small.encode(x).permute(0, 2, 3, 1)  # (N, h, w, C): dense layers on the last axis
+    conv1, conv2 = small.head[0], small.head[2]
+    hidden = F.leaky_relu(F.linear(features, conv1.weight.flatten(1), conv1.bias), 0.2)
+    expected = F.linear(hidden, conv2.weight.flatten(1), conv2.bias).squeeze(-1)
+    assert torch.allclose(logits, expected, atol=1e-6)
+    assert torch.allclose(small(x), torch.sigmoid(logits))
+    # a position's probability depends on its own receptive field only: change the top-left corner
+    y = x.clone()
+    y[:, :, :4, :4] = 1.0
+    changed = (small.logits(y) - logits).abs() > 1e-7
+    assert changed[:, 0, 0].all() and not changed[:, 4:, 4:].any()
 
 
 @pytest.mark.parametrize("size", [16, 32, 48])
 def test_discriminator_probabilities_for_any_multiple_of_16(size):
-    d = Extractor(image_size=size, blocks=8, width=4, dense=8).eval()
+    d = Extractor(image_size=size, blocks=8, width=4, dense=8, head="flatten").eval()
     p = d(torch.rand(3, 3, size, size) * 2 - 1)
     assert p.shape == (3,) and ((p > 0) & (p < 1)).all()
+    patches = Extractor(image_size=size, blocks=8, width=4, dense=8, head="patch").eval()
+    assert patches(torch.rand(3, 3, size, size)).shape == (3, size // 16, size // 16)
     x = torch.rand(2, 3, size, size)
     assert torch.allclose(d(x), torch.sigmoid(d.logits(x)))
     with pytest.raises(UserError, match="divisible by 16"):
@@ -76,6 +172,21 @@ def test_autoencoder_reconstructs_at_input_size():
     assert [(c.in_channels, c.out_channels) for c in convs] == [
         (32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4), (4, 4), (4, 3)]
     assert sum(isinstance(m, nn.Upsample) for m in ae.decoder) == 4
+
+
+@pytest.mark.parametrize("output,low,high", [("tanh", -1.0, 1.0), ("sigmoid", 0.0, 1.0)])
+def test_decoder_output_activation(output, low, high):
+    """tanh spans the [-1,1] image range; the authors' sigmoid cannot output a negative (dark) pixel."""
+    ae = Extractor(image_size=16, blocks=2, width=4, discriminator=False, decoder=True, decoder_output=output)
+    with torch.no_grad():
+        ae.decoder[-2].bias.fill_(-50.0)  # drive the last conv far negative: the output saturates at `low`
+        y = ae.reconstruct(torch.rand(2, 3, 16, 16))
+    assert torch.allclose(y, torch.full_like(y, low), atol=1e-6)
+    with torch.no_grad():
+        ae.decoder[-2].bias.fill_(50.0)
+        assert torch.allclose(ae.reconstruct(torch.rand(2, 3, 16, 16)), torch.tensor(high), atol=1e-6)
+    with pytest.raises(UserError, match="decoder_output"):
+        Extractor(image_size=16, blocks=2, decoder=True, decoder_output="relu")
 
 
 def test_load_sr_model_round_trip(tmp_path):

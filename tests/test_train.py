@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import imageset, paths, strategies
-from pipeline.config import load_params
-from pipeline.errors import UserError
+from pipeline.config import apply_overlay, load_params, validate
+from pipeline.errors import ConfigError, UserError
 from pipeline.models import load_sr_model
-from pipeline.train import Trainer, TrainingDiverged, batch_indices, train_dataset
+from pipeline.train import (Trainer, TrainingDiverged, batch_indices, flip_mask, hflip, inputs_hash,
+                            train_dataset)
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "tiny"
@@ -50,9 +51,10 @@ def tiny_params(**train) -> dict:
     params = load_params(REPO / "params.yaml")
     params["crop"].update({"hr_size": HR, "scale": SCALE})
     params["train"].update({"iterations": 4, "batch_size": 2, "checkpoint_every": 2, "rec_pretrain": 2,
-                            "pretrain_mse": 0, "device": "cpu", "seed": 0,
+                            "pretrain_mse": 0, "device": "cpu", "seeds": 1,
                             "generator": {"blocks": 2, "width": 8, "upsample": "pixelshuffle"},
-                            "discriminator": {"blocks": 2, "width": 8, "dense": 16}})
+                            "discriminator": {"blocks": 2, "width": 8, "dense": 16, "head": "patch",
+                                              "plain_blocks": 1, "decoder_output": "tanh"}})
     params["train"].update(train)
     return params
 
@@ -198,6 +200,220 @@ def test_batches_depend_only_on_seed_and_step():
     assert batch_indices(3, 10, 0, 1).max() < 3
 
 
+# ---------------------------------------------------------------- the science of the updates (signs, labels, terms)
+
+def smooth_batch(n: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real-looking HR crops (smooth colour fields) and their LR images: easy to tell from an untrained F(x)."""
+    g = torch.Generator().manual_seed(seed)
+    hr = F.interpolate(torch.rand(n, 3, 2, 2, generator=g) * 2 - 1, size=(HR, HR), mode="bilinear", align_corners=False)
+    return F.interpolate(hr, scale_factor=1 / SCALE, mode="area"), hr
+
+
+def d_probabilities(trainer: Trainer, images: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(torch.sigmoid(trainer.extractor.logits(images)).mean())
+
+
+@pytest.mark.parametrize("d_update", ["separate", "joint"])
+@pytest.mark.parametrize("head", ["patch", "flatten"])
+def test_discriminator_learns_real_from_generated(d_update, head):
+    """After D updates, D(y) > 1/2 > D(F(x)): the labels are right and both terms (real, fake) count.
+
+    A D trained on the real term alone would call the generated images real too (D(F(x)) > 1/2),
+    on the fake term alone it would call everything fake; swapped labels invert the order.
+    """
+    trainer = trainer_for("dis", lr=1e-3, d_update=d_update,
+                          discriminator={"blocks": 2, "width": 8, "dense": 16, "head": head})
+    trainer.generator.eval()  # F fixed: only the extractor learns here
+    for p in trainer.generator.parameters():
+        p.requires_grad_(False)
+    for step in range(25):
+        lr, hr = smooth_batch(seed=step)
+        if d_update == "separate":
+            trainer.step_extractor_separate(lr, hr)
+        else:
+            losses = trainer.extractor_losses(trainer.generator(lr).detach(), hr)
+            trainer.opt_x.zero_grad()
+            sum(losses.values()).backward()
+            trainer.opt_x.step()
+    lr, hr = smooth_batch(seed=100)
+    trainer.extractor.eval()
+    real, fake = d_probabilities(trainer, hr), d_probabilities(trainer, trainer.generator(lr).detach())
+    assert real > 0.5 > fake, (real, fake)
+
+
+@pytest.mark.parametrize("name", ["adv", "adv,rec", "adv,mse"])
+def test_generator_step_raises_d_on_generated(name):
+    """The adversarial term pushes D(F(x)) up (non-saturating -log D(F(x))); a flipped sign pushes it down."""
+    trainer = trainer_for(name, lambda1=0.0, lambda2=1.0, lr=1e-3)  # only the adversarial term moves F
+    lr, hr = smooth_batch(seed=3)
+    trainer.extractor.eval()  # a fixed D to measure against
+    before = d_probabilities(trainer, trainer.generator(lr))
+    for _ in range(5):
+        trainer.step_generator(lr, hr)
+    after = d_probabilities(trainer, trainer.generator(lr))
+    assert after > before + 1e-3, (before, after)
+
+
+def test_adversarial_and_discriminator_losses_average_over_patches():
+    trainer = trainer_for("adv,rec", lambda2=0.5, rec_on_generated=True)
+    lr, hr = smooth_batch()
+    sr, losses = trainer.generator_losses(lr, hr)
+    d_sr = torch.sigmoid(trainer.extractor.logits(sr))
+    assert d_sr.dim() == 3  # one probability per patch
+    assert torch.allclose(losses["loss_adv"], -torch.log(d_sr).mean(), rtol=1e-5)
+    assert torch.allclose(losses["loss_g"], losses["loss_content"] + 0.5 * losses["loss_adv"])
+    real = trainer.extractor_step_losses(hr, real=True)
+    fake = trainer.extractor_step_losses(sr.detach(), real=False)
+    assert torch.allclose(real["loss_d"], -torch.log(trainer.extractor(hr)).mean(), rtol=1e-5)
+    assert torch.allclose(fake["loss_d"], -torch.log(1 - trainer.extractor(sr.detach())).mean(), rtol=1e-5)
+    assert torch.allclose(real["loss_rec"], ((trainer.extractor.reconstruct(hr) - hr) ** 2).mean())
+    assert torch.allclose(fake["loss_rec"], ((trainer.extractor.reconstruct(sr) - sr) ** 2).mean())
+    assert "loss_rec" not in trainer_for("adv,rec", rec_on_generated=False).extractor_step_losses(sr.detach(), False)
+
+
+@pytest.mark.parametrize("name,d_update", [("rec", "separate"), ("dis,rec", "separate"), ("dis,rec", "joint")])
+def test_reconstruction_head_learns_to_reconstruct(name, d_update):
+    trainer = trainer_for(name, lr=2e-3, d_update=d_update)
+    lr, hr = smooth_batch(seed=7)
+    error = lambda: float(((trainer.extractor.reconstruct(hr) - hr) ** 2).mean().detach())
+    before = error()
+    for step in range(40):
+        if name == "rec":
+            trainer.step_autoencoder(hr)
+        else:
+            trainer.step_main(lr, hr)
+    assert error() < 0.5 * before, (before, error())
+
+
+@pytest.mark.parametrize("beta1", [0.0, 0.9])
+def test_adam_beta1_is_honoured(beta1):
+    """Adam's first moment after a step is beta1 * m + (1 - beta1) * g: with the authors' beta1 = 0, the last gradient."""
+    trainer = trainer_for("adv", beta1=beta1)
+    lr, hr = smooth_batch()
+    for step in range(2):
+        trainer.step_main(lr, hr)
+    for optimizer, module in ((trainer.opt_g, trainer.generator), (trainer.opt_x, trainer.extractor)):
+        assert optimizer.param_groups[0]["betas"] == (beta1, 0.999)
+        p = next(p for p in module.parameters() if p.grad is not None and p.grad.abs().sum() > 0)
+        m = optimizer.state[p]["exp_avg"]
+        assert torch.allclose(m, p.grad) == (beta1 == 0.0)
+
+
+def _record_extractor_inputs(trainer: Trainer) -> list[tuple[torch.Tensor, bool]]:
+    """The images the extractor's first block sees, in order, with whether F was in training mode."""
+    seen = []
+    trainer.extractor.encoder[0].register_forward_pre_hook(
+        lambda module, args: seen.append((args[0].detach().clone(), trainer.generator.training)))
+    return seen
+
+
+def test_separate_update_order_and_batches():
+    """d_update=separate (gcn.py): D on real y_A, D on F(x_A) from F in eval mode, then F on batch B; 2 Adam steps of D."""
+    trainer = trainer_for("adv", d_update="separate")
+    (lr_a, hr_a), (lr_b, hr_b) = smooth_batch(seed=1), smooth_batch(seed=2)
+    trainer.generator.eval()
+    with torch.no_grad():
+        fake_a = trainer.generator(lr_a)  # what Keras `predict` gives: BN on running statistics
+    trainer.generator.train()
+    seen = _record_extractor_inputs(trainer)
+    values = trainer.step_main(lr_a, hr_a, (lr_b, hr_b))
+    assert torch.equal(seen[0][0], hr_a) and torch.allclose(seen[1][0], fake_a)
+    # then the generator step on batch B: Phi(y_B), Phi(F(x_B)) and D(F(x_B)); nothing of batch A
+    assert any(torch.equal(x, hr_b) for x, _ in seen[2:]) and not any(torch.equal(x, hr_a) for x, _ in seen[2:])
+    step = lambda optimizer: max(int(s["step"]) for s in optimizer.state.values())
+    assert step(trainer.opt_x) == 2 and step(trainer.opt_g) == 1
+    assert {"loss_d", "loss_adv", "loss_g"} <= set(values)
+
+
+def test_separate_discriminator_steps_normalise_real_and_fake_apart():
+    """Each D step's BatchNorm statistics come from one kind of image: real, then generated."""
+    trainer = trainer_for("dis", d_update="separate", discriminator={"blocks": 3, "width": 8, "dense": 16,
+                                                                      "plain_blocks": 2})
+    bn = trainer.extractor.encoder[2][1]
+    batches = []
+    bn.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    lr, hr = smooth_batch(n=3)
+    trainer.step_extractor_separate(lr, hr)
+    assert batches == [3, 3]  # two forwards of 3 images each, never 6 mixed
+
+
+def test_joint_update_is_one_extractor_step_after_the_generator():
+    trainer = trainer_for("adv", d_update="joint")
+    lr, hr = smooth_batch()
+    seen = _record_extractor_inputs(trainer)
+    trainer.step_main(lr, hr)
+    assert torch.equal(seen[0][0], hr)  # the generator step's Phi(y) comes first
+    step = lambda optimizer: max(int(s["step"]) for s in optimizer.state.values())
+    assert step(trainer.opt_x) == 1 and step(trainer.opt_g) == 1
+
+
+def test_hflip_flips_pairs_deterministically():
+    mask = flip_mask(64, seed=0, step=5)
+    assert torch.equal(mask, flip_mask(64, seed=0, step=5))
+    assert not torch.equal(mask, flip_mask(64, seed=0, step=6))
+    assert not torch.equal(mask, flip_mask(64, seed=1, step=5))
+    assert 16 < int(mask.sum()) < 48  # about half
+    lr, hr = smooth_batch(n=64)
+    flipped = hflip(hr, mask)
+    for i in range(64):
+        assert torch.equal(flipped[i], hr[i].flip(-1) if mask[i] else hr[i])
+    assert not torch.equal(hr[mask], hr[mask].flip(-1))  # the test images are not symmetric
+
+
+def test_hflip_changes_training_and_stays_exact(tmp_path):
+    write_crops(tmp_path)
+    weights = {}
+    for flips, run in ((True, "a"), (True, "b"), (False, "c")):
+        root = tmp_path / run
+        write_crops(root)
+        folder = train_dataset(tiny_params(hflip=flips, iterations=3), DATASET, ["mse"], root)[0]
+        weights[run] = generator_weights(folder)
+    assert same(weights["a"], weights["b"])
+    assert not same(weights["a"], weights["c"])
+
+
+def test_new_parameters_change_the_inputs_hash():
+    params = tiny_params()
+    base = inputs_hash(strategies.get("adv,rec"), params, "m", None)
+    for key, value in (("d_update", "joint"), ("hflip", False), ("beta1", 0.9), ("bn_momentum", 0.01)):
+        changed = copy.deepcopy(params)
+        changed["train"][key] = value
+        assert inputs_hash(strategies.get("adv,rec"), changed, "m", None) != base, key
+    changed = copy.deepcopy(params)
+    changed["train"]["discriminator"]["head"] = "flatten"
+    assert inputs_hash(strategies.get("adv,rec"), changed, "m", None) != base
+
+
+@pytest.mark.parametrize("path,value,message", [
+    (("d_update",), "both", "train.d_update: invalid value 'both'; valid choices: separate, joint"),
+    (("hflip",), "yes", "train.hflip: must be true or false"),
+    (("bn_momentum",), 0.0, "train.bn_momentum"),
+    (("discriminator", "head"), "dense", "train.discriminator.head: invalid value 'dense'; valid choices: patch, flatten"),
+    (("discriminator", "plain_blocks"), 9, "train.discriminator.plain_blocks: 9 exceeds the 8 blocks"),
+    (("discriminator", "decoder_output"), "relu", "valid choices: tanh, sigmoid"),
+])
+def test_config_rejects_bad_training_choices(path, value, message):
+    params = load_params(REPO / "params.yaml")
+    section = params["train"]
+    for key in path[:-1]:
+        section = section[key]
+    section[path[-1]] = value
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        validate(params)
+
+
+def test_paper_profile_is_the_authors_experiment(tmp_path):
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    train = apply_overlay(target, REPO / "configs" / "paper.yaml")["train"]
+    assert (train["beta1"], train["d_update"], train["hflip"], train["rec_on_generated"]) == (0.0, "separate", True, True)
+    assert train["bn_momentum"] == pytest.approx(1 - 0.8)  # Keras BatchNormalization(momentum=0.8)
+    assert train["generator"]["upsample"] == "nearest" and train["generator"]["blocks"] == 10
+    assert (train["discriminator"]["head"], train["discriminator"]["plain_blocks"],
+            train["discriminator"]["decoder_output"]) == ("patch", 2, "sigmoid")
+
+
 # ---------------------------------------------------------------- whole runs: outputs, resume, divergence, skip
 
 def test_train_dataset_writes_every_selected_strategy(tmp_path):
@@ -205,7 +421,10 @@ def test_train_dataset_writes_every_selected_strategy(tmp_path):
     params = tiny_params(pretrain_mse=1)
     names = ["bicubic", "mse", "adv,mse", "ran", "rec", "dis", "dis,rec", "adv", "adv,rec"]
     folders = train_dataset(params, DATASET, names, tmp_path)
-    assert [f.name for f in folders] == [strategies.slug(n) for n in names]
+    assert [f.relative_to(tmp_path / "models" / DATASET).as_posix() for f in folders] == [
+        f"{strategies.slug(n)}/seed-0" for n in names]
+    assert (tmp_path / "plots" / "train" / DATASET / "dis+rec" / "seed-0.csv").read_bytes() == (
+        folders[names.index("dis,rec")] / "log.csv").read_bytes()
     lr = imageset.to_unit(imageset.load_pairs(DATASET, "train", tmp_path)[0][:2])
     for name, folder in zip(names, folders):
         config = json.loads((folder / "config.json").read_text())
@@ -229,6 +448,23 @@ def test_train_dataset_writes_every_selected_strategy(tmp_path):
         assert np.isfinite(log.drop(columns="iteration").to_numpy()).all()
         pre = pd.read_csv(folder / "pretrain_log.csv")
         assert list(pre["phase"]) == (["rec", "rec"] if name == "rec" else []) + ["pretrain_mse"]
+
+
+def test_each_seed_is_its_own_run_and_adding_one_trains_only_it(tmp_path):
+    write_crops(tmp_path)
+    params = tiny_params()
+    params["train"]["seeds"] = [0, 3]
+    first = train_dataset(params, DATASET, ["mse"], tmp_path)
+    assert [f.name for f in first] == ["seed-0", "seed-3"]
+    configs = [json.loads((f / "config.json").read_text()) for f in first]
+    assert [c["seed"] for c in configs] == [0, 3] and configs[0]["inputs_hash"] != configs[1]["inputs_hash"]
+    weights = [torch.load(f / "generator.pt", weights_only=True)["state_dict"] for f in first]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # other init, other batches
+    before = {f: (f / "generator.pt").stat().st_mtime_ns for f in first}
+    params["train"]["seeds"] = 3     # seeds 0, 1, 2: seed 0 is unchanged, 1 and 2 are new
+    again = train_dataset(params, DATASET, ["mse"], tmp_path)
+    assert [f.name for f in again] == ["seed-0", "seed-1", "seed-2"]
+    assert (again[0] / "generator.pt").stat().st_mtime_ns == before[first[0]]
 
 
 @pytest.mark.parametrize("name", ["adv,rec", "rec"])
@@ -256,7 +492,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged) as err:
         train_dataset(params, DATASET, ["mse"], tmp_path)
     message = str(err.value)
-    folder = tmp_path / "models" / DATASET / "mse"
+    folder = tmp_path / "models" / DATASET / "mse" / "seed-0"
     assert "loss_g became inf at main iteration 1 (global step 3)" in message and str(folder / "checkpoint.pt") in message
     assert "(step 2)" in message
     assert torch.load(folder / "checkpoint.pt", weights_only=True)["step"] == 2
@@ -296,6 +532,10 @@ def test_stage_cli_trains_one_strategy_and_rejects_unknown(tmp_path):
     done = run("--strategy", "dis+rec")
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "models" / DATASET).iterdir()) == ["dis+rec"]
+    assert run("--strategy", "mse", "--seed", "2").returncode == 0      # one seed, as a Snakemake job does
+    assert [p.name for p in (tmp_path / "models" / DATASET / "mse").iterdir()] == ["seed-2"]
+    negative = run("--strategy", "mse", "--seed", "-1")
+    assert negative.returncode == 2 and "--seed: must be a non-negative integer" in negative.stderr
     bad = run("--strategy", "dis,foo")
     assert bad.returncode == 2 and "valid choices: all, bicubic, mse" in bad.stderr
     assert "Traceback" not in bad.stderr
