@@ -183,7 +183,7 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
         for col in VALUE_COLUMNS:
             means[name][col], stds[name][col] = metrics.aggregate([r[col] for r in part], col)
     used = [c for net in params["eval"]["networks"] if net in nets for c in perceptual.columns(net)]
-    frame = long_frame(table, dataset)
+    frame = tables.per_image_frame(table, dataset)
     rule = selection(means, used)
     rule.update(selection_frequencies(frame, dataset, used, names))
     agreement = rank_agreement(means, params, dataset)
@@ -225,29 +225,6 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
 
 # ----------------------------------------------------------------------------- uncertainty (pipeline.stats)
 
-def long_frame(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """per_image.csv rows in pipeline.stats' long form; n/a (empty) and non-finite values dropped.
-
-    PSNR is capped at metrics.PSNR_CAP as in the means, so an identical pair counts as a number.
-    """
-    value_columns = [c for c in VALUE_COLUMNS if c in table.columns]
-    frame = table.melt(id_vars=["id", "strategy", "seed"], value_vars=value_columns, var_name="metric",
-                       value_name="value").rename(columns={"id": "image", "strategy": "method"})
-    frame["dataset"] = dataset
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
-    psnr = frame["metric"].str.startswith("psnr")
-    frame.loc[psnr, "value"] = frame.loc[psnr, "value"].clip(upper=metrics.PSNR_CAP)
-    frame = frame[np.isfinite(frame["value"])]
-    return frame[list(stats.LONG_COLUMNS)]
-
-
-def column_arrays(frame: pd.DataFrame, dataset: str, metric: str,
-                  methods: list[str] | None = None) -> dict[str, np.ndarray]:
-    """stats.to_arrays, leaving out a method with a hole in its seeds x images grid (a partly n/a column)."""
-    arrays = stats.to_arrays(frame, dataset, metric, methods)
-    return {name: a for name, a in arrays.items() if a.size and np.isfinite(a).all()}
-
-
 def uncertainty(frame: pd.DataFrame, dataset: str, names: list[str]) -> dict[str, dict[str, dict]]:
     """``strategy -> column -> {ci_low, ci_high, seed_sd, rank, tied_with_best, p_holm}`` (stats.column_table).
 
@@ -255,7 +232,7 @@ def uncertainty(frame: pd.DataFrame, dataset: str, names: list[str]) -> dict[str
     """
     out: dict[str, dict[str, dict]] = {name: {} for name in names}
     for column in tables.COLUMNS:
-        arrays = column_arrays(frame, dataset, column.key, names)
+        arrays = tables.column_arrays(frame, dataset, column.key, names)
         compared = stats.compare_to_best(arrays, column.lower_is_better)
         for name, values in arrays.items():
             cell = stats.cell_stats(values)
@@ -273,7 +250,7 @@ def selection_frequencies(frame: pd.DataFrame, dataset: str, used: list[str], na
     GCN variants (the Table 2 pick carried into Tables 3 and 4). Methods lacking a used column are left out.
     """
     scores: dict[str, dict[str, np.ndarray]] = {}
-    per_column = {column: column_arrays(frame, dataset, column, names) for column in used}
+    per_column = {column: tables.column_arrays(frame, dataset, column, names) for column in used}
     for name in names:
         if used and all(name in per_column[c] for c in used):
             scores[name] = {c: per_column[c][name] for c in used}
