@@ -289,15 +289,69 @@ def test_tables_show_paper_values_differences_and_na(built):
                 assert text.startswith("n/a") and "na-cell" in classes and "SqueezeNet" in title
             value = metrics["strategies"][name]["pe_alex_lin"]
             assert by_key["pe_alex_lin"][1].startswith(f"{value:.3f}")
-        # best marks: exactly the displayed minimum of a lower-is-better column is bold
-        l2 = {name: round(metrics["strategies"][name]["l2"], 3) for name in strategies.NAMES}
+        # best marks: the methods the paired test cannot separate from the best (Table 5 holds every method)
         bold = {name for name in strategies.NAMES if "best" in dict(zip(columns, cells[(ds, name)]))["l2"][0]}
-        assert bold == {n for n, v in l2.items() if v == min(l2.values())}
+        assert bold == {n for n in strategies.NAMES if metrics["stats"][n]["l2"]["tied_with_best"]}
     # the paper's value and our difference for a stand-in dataset: sample-aerial stands in for sat
     ours = json.loads((root / paths.metrics_path("sample-aerial")).read_text())["strategies"]["srgan"]["l2"]
     theirs = float(paper[("sat", "srgan")]["l2"])
     assert f"{theirs:.3f} <span title=\"ours - paper\">({ours - theirs:+.3f})</span>" in html
     assert "paper (other data)" in html and "stand-in for Sat" in html
+
+
+def test_cells_show_intervals_seed_sd_and_ties(built):
+    root, params, first, _ = built
+    html = first.read_text()
+    cells = metric_cells(html, 5)
+    columns = [c.key for c in tables.COLUMNS]
+    decimals = {c.key: c.decimals for c in tables.COLUMNS}
+    for ds in params["datasets"]:
+        metrics = json.loads((root / paths.metrics_path(ds)).read_text())
+        for name in strategies.NAMES:
+            by_key = dict(zip(columns, cells[(ds, name)]))
+            for key, spread in metrics["stats"][name].items():
+                d = decimals[key]
+                text = by_key[key][1]
+                # the mean, then its 95% interval, visible in the cell (not only in a tooltip)
+                assert text.startswith(f"{metrics['strategies'][name][key]:.{d}f}")
+                assert f"[{spread['ci_low']:.{d}f}, {spread['ci_high']:.{d}f}]" in text
+                assert ("seed sd" in text) == (name != "bicubic")     # bicubic: one (deterministic) seed
+    # the first dataset: two identical methods share the best L2 (both bold, rank 1, one marked tie),
+    # a clearly worse one is neither bold nor rank 1
+    ds = params["datasets"][0]
+    l2 = {name: dict(zip(columns, cells[(ds, name)]))["l2"] for name in strategies.NAMES}
+    assert {n for n, (classes, _, _) in l2.items() if "best" in classes} == set(TIED)
+    rank = {n: int(re.search(r"#(\d+)", text).group(1)) for n, (_, text, _) in l2.items()}
+    assert all(rank[n] == 1 for n in TIED) and sum("#1 tie" in l2[n][1] for n in TIED) == 1
+    assert "best" not in l2[WORSE][0] and rank[WORSE] == len(strategies.NAMES)    # the largest L2
+    assert "paired Wilcoxon over test images, Holm-corrected, alpha 0.05" in html
+
+
+def test_selection_frequencies_and_rank_agreement_are_shown(built):
+    root, params, first, _ = built
+    html = first.read_text()
+    summary = json.loads((first.parent / "summary.json").read_text())
+    for ds in params["datasets"]:
+        metrics = json.loads((root / paths.metrics_path(ds)).read_text())
+        rule = metrics["selection"]
+        share = rule["frequencies"][rule["winner"]]
+        assert f"{rule['winner']} wins in {share:.0%} of bootstrap resamples" in html
+        assert f"{rule['gcn_winner']} wins in {rule['gcn_frequencies'][rule['gcn_winner']]:.0%} of bootstrap " \
+               "resamples among the GCN variants" in html
+        assert html_escape(metrics["verdict"]) in html
+        row = re.search(rf'<tr data-dataset="{ds}">(.*?)</tr>', html, re.S).group(1)
+        for column in ("l2", "pe_alex_lin", "pe_vgg"):
+            tau = metrics["rank_agreement"][column]["tau"]
+            assert f"tau {tau:.2f}" in row
+        # summary.json: intervals, frequencies and taus for the comparison of versions
+        entry = summary["datasets"][ds]
+        assert entry["winner_frequencies"] == pytest.approx(rule["frequencies"])
+        assert entry["rank_agreement"]["l2"]["tau"] == pytest.approx(metrics["rank_agreement"]["l2"]["tau"])
+        assert entry["n_seeds"] == 2 and entry["verdict"] == metrics["verdict"]
+        for name in strategies.NAMES:
+            low, high = entry["strategies"][name]["ci"]["pe_alex"]
+            assert low <= entry["strategies"][name]["pe_alex"] <= high
+    assert summary["datasets"][params["datasets"][0]]["strategies"]["adv"]["tied_with_best"][0] == "l2"
 
 
 def test_run_card_lists_sources_weights_timings_and_approximations(built):
