@@ -1,14 +1,18 @@
-"""Evaluate every strategy on a dataset's test crops: SR images, per-image metrics, means.
+"""Evaluate every strategy, every training seed, on a dataset's test crops: SR images, per-image metrics, stats.
 
-For each batch of test pairs, the HR references' perceptual features are computed once and
-shared by every strategy; each strategy super-resolves the batch on the device (CUDA when
-present). Metrics are computed on the SR images as saved (quantized to 8 bits), so they can
-be recomputed from the PNGs. Outputs, each written atomically:
+Every selected strategy is evaluated once per training seed (`train.seeds`: the models
+models/<ds>/<slug>/seed-<k>/); bicubic is deterministic and is evaluated once (its first seed
+folder, else built here). For each batch of test pairs, the HR references' perceptual features
+are computed once and shared by every model; each model super-resolves the batch on the device
+(CUDA when present). Metrics are computed on the SR images as saved (quantized to 8 bits), so
+they can be recomputed from the PNGs. Outputs, each written atomically:
 
-- results/<ds>/sr/<slug>/<id>.png: the SR images (each strategy's folder replaced as a whole);
-- results/<ds>/per_image.csv: one row per (image, strategy), empty cells for n/a;
-- metrics/<ds>.json: per-strategy means and standard deviations, the perceptual nets' status
-  (source and sha256 of their weights, or why they are n/a) and the paper's selection rule.
+- results/<ds>/sr/<slug>/<id>.png: the SR images of each strategy's first seed (the figures);
+- results/<ds>/per_image.csv: one row per (image, strategy, seed), empty cells for n/a;
+- metrics/<ds>.json: per-strategy means over seeds and images (``strategies``, what `dvc metrics`
+  shows), their uncertainty (``stats``: 95% interval, seed sd, rank and tie with the column's best,
+  pipeline.stats), the perceptual nets' status, the paper's selection rule with how often each
+  method wins on resamples (``selection``) and Kendall's tau against the paper (``rank_agreement``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Hashable, Mapping
 
 import cv2
 import numpy as np
@@ -27,7 +32,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline import metrics, paths, perceptual, strategies
+from pipeline import metrics, paths, perceptual, stats, strategies, tables
+from pipeline.config import seed_list
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.imageset import from_unit, load_pairs, to_unit
@@ -38,7 +44,8 @@ log = logging.getLogger(__name__)
 
 # Paper-compared columns first (the paper's scale, see pipeline.metrics), then our extra columns.
 LOW_LEVEL = ("l2", "ssim_error", "mse", "ssim", "psnr", "psnr_y", "ssim_y")
-COLUMNS = ("id", "strategy") + LOW_LEVEL + perceptual.ALL_COLUMNS
+VALUE_COLUMNS = LOW_LEVEL + perceptual.ALL_COLUMNS
+COLUMNS = ("id", "strategy", "seed") + VALUE_COLUMNS
 SELECTION_RULE = "best method minimises the maximum PE across the available networks (GCN paper 4.2)"
 BASELINE = "bicubic"
 
@@ -50,23 +57,39 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     path.write_bytes(data.tobytes())
 
 
-def load_models(params: dict, dataset: str, root: Path, scale: int) -> dict[str, torch.nn.Module]:
-    """The SR model of every selected strategy (bicubic always included as the baseline)."""
-    from pipeline.models import Bicubic, load_sr_model
+def model_folders(params: dict, dataset: str, root: Path) -> dict[tuple[str, int], Path | None]:
+    """(strategy, seed) -> its trained model folder, for every selected strategy and `train.seeds`.
+
+    Bicubic (always included, the baseline) is deterministic: one entry, its first seed folder, or
+    None when it has none (it is then built here). A missing folder of another strategy is an error
+    naming the train stage.
+    """
     names = strategies.select(params["strategy"])
     if BASELINE not in names:
         names = [BASELINE] + names
-    models = {}
+    seeds = seed_list(params["train"])
+    folders: dict[tuple[str, int], Path | None] = {}
     for name in names:
-        folder = root / paths.models_dir(dataset) / strategies.slug(name)
-        if name == BASELINE and not (folder / "config.json").is_file():
-            models[name] = Bicubic(scale).eval()        # untrained: nothing to load
+        slug = strategies.slug(name)
+        found = [s for s in seeds if (root / paths.model_dir(dataset, slug, s) / "config.json").is_file()]
+        if name == BASELINE:
+            first = found[0] if found else seeds[0]
+            folders[(name, first)] = root / paths.model_dir(dataset, slug, first) if found else None
             continue
-        if not (folder / "config.json").is_file():
-            raise UserError(f"{folder}: strategy {name!r} has no trained model for dataset {dataset!r}; "
-                            f"run the train stage first (dvc repro train@{dataset})")
-        models[name] = load_sr_model(folder)
-    return models
+        for seed in seeds:
+            folder = root / paths.model_dir(dataset, slug, seed)
+            if seed not in found:
+                raise UserError(f"{folder}: strategy {name!r} has no trained model for dataset {dataset!r}, seed "
+                                f"{seed}; run the train stage first (dvc repro train@{dataset})")
+            folders[(name, seed)] = folder
+    return folders
+
+
+def load_models(params: dict, dataset: str, root: Path, scale: int) -> dict[tuple[str, int], torch.nn.Module]:
+    """The SR model of every selected strategy and seed, keyed (strategy, seed); bicubic once."""
+    from pipeline.models import Bicubic, load_sr_model
+    return {key: Bicubic(scale).eval() if folder is None else load_sr_model(folder)
+            for key, folder in model_folders(params, dataset, root).items()}
 
 
 def selection(means: dict[str, dict], used: list[str]) -> dict:
@@ -77,10 +100,10 @@ def selection(means: dict[str, dict], used: list[str]) -> dict:
 
 
 @torch.no_grad()
-def score_batch(models: dict[str, torch.nn.Module], nets: dict[str, perceptual.PerceptualNet],
+def score_batch(models: Mapping[Hashable, torch.nn.Module], nets: dict[str, perceptual.PerceptualNet],
                 lr_u8: torch.Tensor, hr_u8: torch.Tensor, scale: int, device: torch.device
-                ) -> dict[str, tuple[np.ndarray, list[dict]]]:
-    """Super-resolve one batch with every model and score it: {strategy: (SR uint8 NxHxWx3, metric rows)}.
+                ) -> dict[Hashable, tuple[np.ndarray, list[dict]]]:
+    """Super-resolve one batch with every model and score it: {model key: (SR uint8 NxHxWx3, metric rows)}.
 
     The HR features of each perceptual net are computed once for all strategies; the SR images
     are scored as saved (8-bit). Rows hold every value column, None for an n/a network.
@@ -110,13 +133,15 @@ def score_batch(models: dict[str, torch.nn.Module], nets: dict[str, perceptual.P
 
 @torch.no_grad()
 def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict:
-    """Evaluate the selected strategies (and bicubic) on `dataset`'s test split; returns the metrics dict."""
+    """Evaluate the selected strategies (and bicubic), every seed, on `dataset`'s test split; returns the metrics dict."""
     root = Path(root)
     started = time.perf_counter()
     lr, hr, ids = load_pairs(dataset, "test", root)
     scale = hr.shape[-1] // lr.shape[-1]
     device = choose_device(params["train"].get("device", "auto"))
-    models = {name: m.to(device) for name, m in load_models(params, dataset, root, scale).items()}
+    models = {key: m.to(device) for key, m in load_models(params, dataset, root, scale).items()}
+    names = list(dict.fromkeys(name for name, _ in models))
+    first_seed = {name: min(seed for n, seed in models if n == name) for name in names}
     order = params["eval"].get("weights_order", DEFAULT_ORDER)
     nets, status = perceptual.load_networks(params["eval"]["networks"], order, root, device)
     for net, state in status.items():
@@ -125,17 +150,18 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
 
     sr_root = root / paths.results_dir(dataset) / "sr"
     sr_root.mkdir(parents=True, exist_ok=True)
-    staging = {name: Path(tempfile.mkdtemp(dir=sr_root, prefix=f".{strategies.slug(name)}.")) for name in models}
+    staging = {name: Path(tempfile.mkdtemp(dir=sr_root, prefix=f".{strategies.slug(name)}.")) for name in names}
     rows: list[dict] = []
     batch_size = int(params["eval"]["batch_size"])
     try:
         for start in tqdm(range(0, len(ids), batch_size), desc=f"evaluate {dataset}", unit="batch"):
             stop = min(start + batch_size, len(ids))
             results = score_batch(models, nets, lr[start:stop], hr[start:stop], scale, device)
-            for name, (sr_np, scores) in results.items():
+            for (name, seed), (sr_np, scores) in results.items():
                 for i, image_id in enumerate(ids[start:stop]):
-                    _write_png(staging[name] / f"{image_id}.png", sr_np[i])
-                    rows.append({"id": image_id, "strategy": name, **scores[i]})
+                    if seed == first_seed[name]:      # the figures show one seed's images
+                        _write_png(staging[name] / f"{image_id}.png", sr_np[i])
+                    rows.append({"id": image_id, "strategy": name, "seed": seed, **scores[i]})
         for name, folder in staging.items():
             final = sr_root / strategies.slug(name)
             if final.exists():
@@ -150,24 +176,32 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
     csv_path = root / paths.results_dir(dataset) / "per_image.csv"
     atomic_write_text(csv_path, table.to_csv(index=False, na_rep=""))
 
-    value_columns = LOW_LEVEL + perceptual.ALL_COLUMNS
     means, stds = {}, {}
-    for name in models:
+    for name in names:
         part = [r for r in rows if r["strategy"] == name]
         means[name], stds[name] = {}, {}
-        for col in value_columns:
+        for col in VALUE_COLUMNS:
             means[name][col], stds[name][col] = metrics.aggregate([r[col] for r in part], col)
     used = [c for net in params["eval"]["networks"] if net in nets for c in perceptual.columns(net)]
+    frame = tables.per_image_frame(table, dataset)
+    rule = selection(means, used)
+    rule.update(selection_frequencies(frame, dataset, used, names))
+    agreement = rank_agreement(means, params, dataset)
     result = {
         "dataset": dataset,
         "n_test": len(ids),
+        "n_seeds": max(len([k for k in models if k[0] == name]) for name in names),
+        "seeds": sorted({seed for _, seed in models}),
         "scale": scale,
         "seconds": round(time.perf_counter() - started, 3),
         "device": str(device) if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})",
         "strategies": means,
         "std": stds,
+        "stats": uncertainty(frame, dataset, names),
         "networks": status,
-        "selection": selection(means, used),
+        "selection": rule,
+        "rank_agreement": agreement,
+        "verdict": dataset_verdict(dataset, agreement),
         "conventions": {
             "l2": "the paper's L2: mean squared error of RGB in [-1,1] (= 4 x mse), whole image, as Zhang et al.'s "
                   "DistModel('L2', colorspace='RGB') (evidence: bench/metric-convention.md)",
@@ -178,11 +212,95 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
             "psnr": f"RGB in [0,1], {scale}-pixel border shaved; means cap per-image PSNR at {metrics.PSNR_CAP:g} dB",
             "psnr_y": f"MATLAB rgb2ycbcr luma (BT.601, Y in [16,235], unrounded), peak 255, {scale}-pixel border shaved (BasicSR test_y_channel)",
             "ssim_y": f"SSIM of the same luma, Gaussian 11x11 sigma 1.5, data range 255, {scale}-pixel border shaved (BasicSR test_y_channel)",
+            "stats": "strategies: mean over seeds and images; stats: 95% percentile interval of a bootstrap "
+                     "resampling seeds and images independently, seed_sd = sd of the per-seed means, "
+                     "rank/tied_with_best/p_holm: paired Wilcoxon over test images against the column's best, "
+                     f"Holm-corrected, alpha {stats.ALPHA} (pipeline.stats)",
             "pe": "pe_<net>_lin: LPIPS v0.1 calibrated; pe_<net>: LPIPS(lpips=False)/2 = sum over layers of the spatial mean of 1 - cos (uncalibrated, as the paper)",
         },
     }
     atomic_write_json(root / paths.metrics_path(dataset), _finite(result))
     return result
+
+
+# ----------------------------------------------------------------------------- uncertainty (pipeline.stats)
+
+def uncertainty(frame: pd.DataFrame, dataset: str, names: list[str]) -> dict[str, dict[str, dict]]:
+    """``strategy -> column -> {ci_low, ci_high, seed_sd, rank, tied_with_best, p_holm}`` (stats.column_table).
+
+    Columns without values (an n/a network) are left out of a strategy's entry.
+    """
+    out: dict[str, dict[str, dict]] = {name: {} for name in names}
+    for column in tables.COLUMNS:
+        arrays = tables.column_arrays(frame, dataset, column.key, names)
+        compared = stats.compare_to_best(arrays, column.lower_is_better)
+        for name, values in arrays.items():
+            cell = stats.cell_stats(values)
+            out[name][column.key] = {"ci_low": cell["ci_low"], "ci_high": cell["ci_high"], "seed_sd": cell["seed_sd"],
+                                     "rank": compared[name]["rank"],
+                                     "tied_with_best": bool(compared[name]["tied_with_best"]),
+                                     "p_holm": compared[name]["p_holm"]}
+    return out
+
+
+def selection_frequencies(frame: pd.DataFrame, dataset: str, used: list[str], names: list[str]) -> dict:
+    """How often each method wins the paper's rule on resamples of seeds and images (stats.winner_frequencies).
+
+    ``frequencies``: among every evaluated method; ``gcn_winner`` and ``gcn_frequencies``: among the
+    GCN variants (the Table 2 pick carried into Tables 3 and 4). Methods lacking a used column are left out.
+    """
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    per_column = {column: tables.column_arrays(frame, dataset, column, names) for column in used}
+    for name in names:
+        if used and all(name in per_column[c] for c in used):
+            scores[name] = {c: per_column[c][name] for c in used}
+    gcn = [n for n in tables.GCN_VARIANTS if n in scores]
+    out = {"frequencies": {}, "gcn_winner": None, "gcn_frequencies": {}}
+    if scores:
+        out["frequencies"] = stats.winner_frequencies(scores)
+    if gcn:
+        means = {n: {c: float(v.mean()) for c, v in scores[n].items()} for n in gcn}
+        out["gcn_winner"] = stats.minimax_pe(means)
+        out["gcn_frequencies"] = stats.winner_frequencies(scores, candidates=gcn)
+    return out
+
+
+def rank_agreement(means: dict[str, dict], params: dict, dataset: str) -> dict[str, dict]:
+    """Kendall's tau of our means against the paper's, per in-paper column: ``label -> {tau, p_value, n, verdict}``.
+
+    A stand-in dataset is compared with the paper's dataset it stands in for; a dataset the paper
+    does not have gives ``{}``. Methods without a value on either side (n/a, ours only) are dropped.
+    """
+    paper_ds, _ = tables.paper_dataset(params, dataset)
+    if paper_ds is None:
+        return {}
+    paper = tables.load_paper()
+    out = {}
+    for column in tables.COLUMNS:
+        if not column.in_paper:
+            continue
+        ours = {name: row.get(column.key) for name, row in means.items()}
+        theirs = {name: tables.paper_value(paper, paper_ds, name, column.key) for name in means}
+        result = stats.rank_agreement(ours, theirs, column.lower_is_better)
+        out[column.key] = {"tau": result["tau"], "p_value": result["p_value"], "n": result["n"],
+                           "verdict": stats.verdict(dataset, column.label, result)}
+    return out
+
+
+def dataset_verdict(dataset: str, agreement: dict[str, dict]) -> str:
+    """One line per dataset: in how many columns the ranking agrees with the paper's, and the best column."""
+    if not agreement:
+        return f"{dataset}: not a paper dataset (no paper values to compare rankings with)"
+    labels = {c.key: c.label for c in tables.COLUMNS}
+    computed = {k: v for k, v in agreement.items() if v["tau"] is not None and not math.isnan(v["tau"])}
+    if not computed:
+        return f"{dataset}: rankings cannot be compared with the paper (fewer than 3 methods with values in both)"
+    agree = [k for k, v in computed.items() if v["tau"] > 0 and v["p_value"] < stats.ALPHA]
+    best = max(computed, key=lambda k: computed[k]["tau"])
+    top = computed[best]
+    return (f"{dataset}: rankings agree with the paper on {len(agree)} of {len(computed)} columns "
+            f"(tau > 0, p < {stats.ALPHA}); best {labels[best]}: tau {top['tau']:.2f}, p {top['p_value']:.2g}, "
+            f"{top['n']} methods")
 
 
 def _finite(value):

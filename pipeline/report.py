@@ -1,8 +1,8 @@
 """The versioned HTML report: Tables 2-5 beside the paper, figures, training curves, run card.
 
-`build_report` reads what the other stages wrote (metrics/<ds>.json, results/<ds>/sr/,
-data/crops/<ds>/, models/<ds>/<slug>/, data/raw/<ds>/SOURCE.json, weights/manifest.json) and
-writes, under reports/:
+`build_report` reads what the other stages wrote (metrics/<ds>.json, results/<ds>/per_image.csv,
+results/<ds>/sr/, data/crops/<ds>/, models/<ds>/<slug>/seed-<k>/, data/raw/<ds>/SOURCE.json,
+weights/manifest.json) and writes, under reports/:
 
 - `<version>/index.html`: one self-contained page (inline CSS, images as data: URIs) that
   opens offline; `<version>/summary.json`: the numbers the comparison page needs;
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline import deviations, paths, sources, strategies, tables
+from pipeline import deviations, paths, sources, stats, strategies, tables
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_text
 from pipeline.imageset import read_manifest, read_png
@@ -154,13 +154,35 @@ def load_metrics(params: Mapping, root: Path) -> dict[str, dict]:
     return out
 
 
+def load_frames(params: Mapping, root: Path) -> dict[str, pd.DataFrame]:
+    """results/<ds>/per_image.csv of every dataset that has one, in pipeline.stats' long form (ties with the best)."""
+    out = {}
+    for ds in params["datasets"]:
+        path = root / paths.results_dir(ds) / "per_image.csv"
+        if path.is_file():
+            out[ds] = tables.per_image_frame(pd.read_csv(path, dtype={"id": str}), ds)
+        else:
+            log.warning("%s: missing; the tables mark ties as printed, without the paired test", path)
+    return out
+
+
+def seed_folders(dataset: str, name: str, root: Path) -> list[Path]:
+    """models/<ds>/<slug>/seed-<k>/ folders holding a config.json, by seed."""
+    base = root / paths.models_dir(dataset) / strategies.slug(name)
+    found = [f for f in base.glob("seed-*") if (f / "config.json").is_file() and f.name[5:].isdigit()]
+    return sorted(found, key=lambda f: int(f.name[5:]))
+
+
 def model_records(dataset: str, names, root: Path) -> dict[str, dict]:
-    """models/<ds>/<slug>/config.json of each strategy that has one."""
+    """Per strategy with a trained model: its first seed's config.json, with ``seconds`` summed over
+    its seeds and ``n_seeds``."""
     out = {}
     for name in names:
-        record = _read_json(root / paths.models_dir(dataset) / strategies.slug(name) / "config.json")
-        if record is not None:
-            out[name] = record
+        configs = [_read_json(f / "config.json") for f in seed_folders(dataset, name, root)]
+        if configs:
+            total = sum(float(c.get("seconds") or 0) for c in configs)
+            out[name] = {**configs[0], "seconds": total if any(c.get("seconds") for c in configs) else None,
+                         "n_seeds": len(configs)}
     return out
 
 
@@ -236,13 +258,14 @@ def qualitative_figure(dataset: str, names: list[str], root: Path, n_images: int
 
 
 def training_curves(dataset: str, names: list[str], root: Path) -> dict | None:
-    """Loss over iterations of every trained strategy (models/<ds>/<slug>/log.csv), one panel each."""
+    """Loss over iterations of every trained strategy (its first seed's log.csv), one panel each."""
     from matplotlib.figure import Figure
 
     logs = {}
     for name in names:
-        path = root / paths.models_dir(dataset) / strategies.slug(name) / "log.csv"
-        if path.is_file():
+        folders = seed_folders(dataset, name, root)
+        path = folders[0] / "log.csv" if folders else None
+        if path is not None and path.is_file():
             frame = pd.read_csv(path)
             if "iteration" in frame.columns and len(frame):
                 logs[name] = frame
@@ -354,6 +377,7 @@ def stage_timings(params: Mapping, metrics: Mapping[str, dict], records: Mapping
                             "evaluate": metrics[ds].get("seconds")})
         for name, config in trained.items():
             per_model.append({"dataset": ds, "strategy": name, "untrained": bool(config.get("untrained")),
+                              "n_seeds": config.get("n_seeds", 1),
                               "iterations": config.get("iterations"), "seconds": config.get("seconds"),
                               "seconds_per_iteration": config.get("seconds_per_iteration"),
                               "device": config.get("device")})
@@ -396,18 +420,29 @@ def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: 
 # ---------------------------------------------------------------- summary and versions
 
 def summary(params: Mapping, metrics: Mapping[str, dict], version: str, card: dict, created: str) -> dict:
-    """What the comparison page needs from one version (written as reports/<version>/summary.json)."""
+    """What the comparison page needs from one version (written as reports/<version>/summary.json):
+    means, their 95% intervals (``ci``: key -> [low, high]), the rule's winner frequencies and Kendall's tau."""
     datasets = {}
     for ds, record in metrics.items():
         scores = tables.rule_scores(record)
         paper_ds, stand_in = tables.paper_dataset(params, ds)
+        rule = record.get("selection") or {}
         rows = {}
         for name, values in record.get("strategies", {}).items():
-            rows[name] = {c.key: values.get(c.key) for c in tables.COLUMNS} | {"max_pe": scores.get(name)}
+            spread = (record.get("stats") or {}).get(name) or {}
+            rows[name] = {c.key: values.get(c.key) for c in tables.COLUMNS} | {"max_pe": scores.get(name)} | {
+                "ci": {k: [v.get("ci_low"), v.get("ci_high")] for k, v in spread.items()},
+                "tied_with_best": [k for k, v in spread.items() if v.get("tied_with_best")]}
         datasets[ds] = {
             "paper_dataset": paper_ds, "stand_in": stand_in, "n_test": record.get("n_test"),
-            "winner": (record.get("selection") or {}).get("winner") or tables.select_method(scores, rows),
+            "n_seeds": record.get("n_seeds", 1),
+            "winner": rule.get("winner") or tables.select_method(scores, rows),
+            "winner_frequencies": rule.get("frequencies") or {},
             "selected_gcn": tables.select_method(scores, tables.GCN_VARIANTS),
+            "selected_gcn_frequencies": rule.get("gcn_frequencies") or {},
+            "rank_agreement": {k: {f: v.get(f) for f in ("tau", "p_value", "n")}
+                               for k, v in (record.get("rank_agreement") or {}).items()},
+            "verdict": record.get("verdict"),
             "strategies": rows,
         }
     return {"version": version, "created": created, "git": card["git"], "exp_name": card["exp_name"],
@@ -470,6 +505,19 @@ def _fmt(value: Any, decimals: int = 3) -> str:
     return f"{value:.{decimals}f}"
 
 
+def _interval(cell: tables.Cell, decimals: int = 3) -> str:
+    """A cell's 95% interval as printed, e.g. "[0.110, 0.131]"; "" when the evaluate stage gave none."""
+    if cell.ci_low is None or cell.ci_high is None:
+        return ""
+    return f"[{cell.ci_low:.{decimals}f}, {cell.ci_high:.{decimals}f}]"
+
+
+def _pvalue(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "\u2014"
+    return f"{value:.2g}"
+
+
 def _signed(value: float | None, decimals: int = 3) -> str:
     return "" if value is None else f"{value:+.{decimals}f}"
 
@@ -484,7 +532,8 @@ def _seconds(value: Any) -> str:
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["j2"]),
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(fmt=_fmt, signed=_signed, seconds=_seconds, label=tables.method_label)
+    env.filters.update(fmt=_fmt, signed=_signed, seconds=_seconds, label=tables.method_label, interval=_interval,
+                       pvalue=_pvalue)
     return env
 
 
@@ -498,15 +547,16 @@ def build_report(params: dict, root: Path = Path("."), version: str | None = Non
     params = sources.mark_stand_ins(params, root)   # e.g. imagenet downloaded as Imagenette is labelled a stand-in
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     metrics = load_metrics(params, root)
+    frames = load_frames(params, root)
     paper = tables.load_paper()
-    table_list = tables.build_tables(params, metrics, paper)
+    table_list = tables.build_tables(params, metrics, paper, frames)
     card = run_card(params, metrics, root, version)
 
     report_cfg = params.get("report", {})
     datasets = []
     for ds in params["datasets"]:
         names = ordered(metrics[ds].get("strategies", {}))
-        block = tables.build_block(ds, metrics[ds], names, paper, params)
+        block = tables.build_block(ds, metrics[ds], names, paper, params, frame=frames.get(ds))
         paper_ds, stand_in = tables.paper_dataset(params, ds)
         paper_scores = {}
         if paper_ds:
@@ -531,7 +581,9 @@ def build_report(params: dict, root: Path = Path("."), version: str | None = Non
     env = environment()
     page = env.get_template("report.html.j2")
     context = {"version": version, "created": created, "tables": table_list, "columns": tables.COLUMNS,
-               "datasets": datasets, "card": card, "versions": versions}
+               "datasets": datasets, "card": card, "versions": versions, "alpha": stats.ALPHA,
+               "agreement": tables.agreement_rows(params, metrics),
+               "paper_columns": [c for c in tables.COLUMNS if c.in_paper]}
     out = reports / version / "index.html"
     atomic_write_text(out, page.render(**context, prefix="../", is_index=False))
     atomic_write_text(reports / "index.html", page.render(**context, prefix="", is_index=True))

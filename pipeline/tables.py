@@ -6,9 +6,13 @@ paper), ranks per column, n/a cells for perceptual networks whose weights were u
 the selection rule's winner, and the labels of stand-in datasets. pipeline.report renders it.
 
 Conventions:
-- Best and ranks are taken per column within one dataset block, on values rounded to the
-  column's displayed precision, so two values printed alike tie (both bold, same rank), as in
-  the paper's tables. Ranks are competition ranks (1, 1, 3). n/a values take no rank.
+- A cell is a mean over seeds and test images with its 95% interval and seed sd (the evaluate
+  stage's ``stats``, pipeline.stats). Best and ranks are taken per column within one dataset
+  block: with the per-image values (results/<ds>/per_image.csv) every method is tested against
+  the block's best (paired Wilcoxon over test images, Holm-corrected, alpha 0.05) and those the
+  test cannot separate from it are all best (bold, rank 1): ties shown as ties. Without
+  per-image values, values printed alike tie, as in the paper's tables. Ranks are competition
+  ranks (1, 1, 3). n/a values take no rank.
 - Differences are ours minus the paper's; for a stand-in dataset the paper's value comes from
   the paper's dataset it replaces, and is labelled "paper (other data)".
 """
@@ -19,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
-from pipeline import paths
+from pipeline import paths, stats
 
 PAPER_DATASETS = ("imagenet", "dtd", "sat")
 PAPER_DATASET_LABELS = {"imagenet": "ImageNet", "dtd": "DTD", "sat": "Sat"}
@@ -79,6 +84,7 @@ COLUMNS: tuple[Column, ...] = (
            help="SSIM on the Y channel, Gaussian 11x11 window, border of `scale` pixels shaved (higher is better)"),
 )
 PE_KEYS = tuple(c.key for c in COLUMNS if c.network)
+PSNR_CAP = 100.0    # = pipeline.metrics.PSNR_CAP (not imported: that module pulls in scikit-image)
 
 
 def method_label(name: str) -> str:
@@ -100,6 +106,11 @@ class Cell:
     na_reason: str | None = None
     best: bool = False
     rank: int | None = None
+    ci_low: float | None = None      # 95% interval of the mean (seeds and images resampled)
+    ci_high: float | None = None
+    seed_sd: float | None = None     # sd of the per-seed means (None with one seed)
+    p_holm: float | None = None      # against the block's best; None for the best or untested
+    tested: bool = False             # best/rank come from the paired test (else: as displayed)
 
     @property
     def available(self) -> bool:
@@ -141,6 +152,18 @@ class Block:
     paper_rule_selected: str | None = None       # what the paper's rule gives on the paper's own Table 2
     paper_selection_note: str | None = None      # set where the paper's choice contradicts its own rule
     notes: list[str] = field(default_factory=list)
+    frequencies: dict[str, float] = field(default_factory=dict)      # rule winner shares over resamples
+    gcn_frequencies: dict[str, float] = field(default_factory=dict)  # the same among the GCN variants
+    n_seeds: int = 1
+
+    @property
+    def winner_sentence(self) -> str | None:
+        """E.g. "adv,rec wins in 71% of bootstrap resamples (dis,rec 29%)"."""
+        return frequency_sentence(self.frequencies, self.winner)
+
+    @property
+    def selected_sentence(self) -> str | None:
+        return frequency_sentence(self.gcn_frequencies, self.selected, "among the GCN variants")
 
     @property
     def paper_label(self) -> str | None:
@@ -183,6 +206,44 @@ class Table:
             else:
                 out.append((col.group, 1))
         return out
+
+
+def frequency_sentence(frequencies: Mapping[str, float], winner: str | None, among: str = "") -> str | None:
+    """How often the rule's winner wins on bootstrap resamples of seeds and images, and who else wins."""
+    if not frequencies or winner is None:
+        return None
+    share = frequencies.get(winner, 0.0)
+    others = ", ".join(f"{m} {f:.0%}" for m, f in frequencies.items() if m != winner)
+    text = f"{winner} wins in {share:.0%} of bootstrap resamples{' ' + among if among else ''}"
+    return text + (f" ({others})" if others else "")
+
+
+def per_image_frame(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """results/<ds>/per_image.csv (id, strategy, seed, metric columns) in pipeline.stats' long form.
+
+    n/a (empty) and non-finite values are dropped; PSNR is capped at 100 dB as in the means
+    (pipeline.metrics.PSNR_CAP), so an identical pair counts as a number. A table without a seed
+    column is one seed (0).
+    """
+    table = table.copy()
+    if "seed" not in table.columns:
+        table["seed"] = 0
+    value_columns = [c.key for c in COLUMNS if c.key in table.columns]
+    frame = table.melt(id_vars=["id", "strategy", "seed"], value_vars=value_columns, var_name="metric",
+                       value_name="value").rename(columns={"id": "image", "strategy": "method"})
+    frame["dataset"] = dataset
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    psnr = frame["metric"].str.startswith("psnr")
+    frame.loc[psnr, "value"] = frame.loc[psnr, "value"].clip(upper=PSNR_CAP)
+    frame = frame[np.isfinite(frame["value"])]
+    return frame[list(stats.LONG_COLUMNS)]
+
+
+def column_arrays(frame: pd.DataFrame, dataset: str, metric: str,
+                  methods: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """stats.to_arrays, leaving out a method with a hole in its seeds x images grid (a partly n/a column)."""
+    arrays = stats.to_arrays(frame, dataset, metric, methods)
+    return {name: a for name, a in arrays.items() if a.size and np.isfinite(a).all()}
 
 
 def load_paper(path: Path = paths.PAPER_RESULTS) -> pd.DataFrame:
@@ -289,14 +350,20 @@ def na_reasons(metrics: Mapping) -> dict[str, str]:
 
 
 def build_block(dataset: str, metrics: Mapping, methods: Iterable[str], paper: pd.DataFrame,
-                params: Mapping, columns: tuple[Column, ...] = COLUMNS) -> Block:
-    """One dataset's rows of a table: cells with paper values, best marks, ranks, winner."""
+                params: Mapping, columns: tuple[Column, ...] = COLUMNS, frame: pd.DataFrame | None = None) -> Block:
+    """One dataset's rows of a table: cells with intervals and paper values, best marks, ranks, winner.
+
+    ``frame``: the dataset's per-image values in long form (``per_image_frame``); with it, best and
+    ranks come from ``stats.compare_to_best`` among this block's methods, else from the values as printed.
+    """
     paper_ds, stand_in = paper_dataset(params, dataset)
     strategies = metrics.get("strategies", {})
     std = metrics.get("std", {}) or {}
+    intervals = metrics.get("stats", {}) or {}
     reasons = na_reasons(metrics)
     scores = rule_scores(metrics)
-    winner = (metrics.get("selection") or {}).get("winner") or select_method(scores, strategies)
+    rule = metrics.get("selection") or {}
+    winner = rule.get("winner") or select_method(scores, strategies)
     selected = select_method(scores, GCN_VARIANTS)
     methods = list(methods)
     rows = []
@@ -310,24 +377,37 @@ def build_block(dataset: str, metrics: Mapping, methods: Iterable[str], paper: p
             if value is None:
                 reason = reasons.get(col.network) if col.network else None
                 reason = reason or "not computed by the evaluate stage"
+            spread = (intervals.get(name) or {}).get(col.key) or {}
             cells[col.key] = Cell(
                 value=None if value is None else float(value),
                 paper=paper_value(paper, paper_ds, name, col.key) if col.in_paper else None,
                 std=(std.get(name) or {}).get(col.key),
                 na_reason=reason,
+                ci_low=spread.get("ci_low"), ci_high=spread.get("ci_high"), seed_sd=spread.get("seed_sd"),
             )
         rows.append(Row(strategy=name, cells=cells, in_paper=paper_ds is not None and (paper_ds, name) in paper.index,
                         winner=name == winner, selected=name == selected, max_pe=scores.get(name)))
     for col in columns:
-        column_cells = [row.cells[col.key] for row in rows]
-        values = [c.value for c in column_cells]
-        for cell, rank in zip(column_cells, ranks(values, col.lower_is_better, col.decimals)):
-            cell.rank, cell.best = rank, rank == 1
+        column_cells = {row.strategy: row.cells[col.key] for row in rows}
+        present = [n for n, c in column_cells.items() if c.available]
+        arrays = column_arrays(frame, dataset, col.key, present) if frame is not None else {}
+        if arrays and set(arrays) == set(present):
+            for name, result in stats.compare_to_best(arrays, col.lower_is_better).items():
+                cell = column_cells[name]
+                cell.rank, cell.best, cell.p_holm, cell.tested = (result["rank"], bool(result["tied_with_best"]),
+                                                                  result["p_holm"], True)
+        else:
+            values = [c.value for c in column_cells.values()]
+            for cell, rank in zip(column_cells.values(), ranks(values, col.lower_is_better, col.decimals)):
+                cell.rank, cell.best = rank, rank == 1
     block = Block(dataset=dataset, paper_dataset=paper_ds, stand_in=stand_in, rows=rows,
                   missing=[m for m in methods if m not in strategies], winner=winner, selected=selected,
                   paper_selected=paper_selected(paper, paper_ds),
                   paper_rule_selected=paper_rule_selected(paper, paper_ds)[0],
-                  paper_selection_note=paper_selection_note(paper, paper_ds))
+                  paper_selection_note=paper_selection_note(paper, paper_ds),
+                  frequencies=dict(rule.get("frequencies") or {}),
+                  gcn_frequencies=dict(rule.get("gcn_frequencies") or {}),
+                  n_seeds=int(metrics.get("n_seeds") or 1))
     for net, reason in reasons.items():
         block.notes.append(f"{NETWORK_LABELS.get(net, net)} columns are n/a: {reason}")
     if block.missing:
@@ -339,9 +419,15 @@ def _domain(params: Mapping, dataset: str) -> str | None:
     return paper_dataset(params, dataset)[0]
 
 
-def build_tables(params: Mapping, metrics: Mapping[str, Mapping], paper: pd.DataFrame) -> list[Table]:
-    """Tables 2-5 for the datasets of a run (metrics: dataset -> metrics/<ds>.json content)."""
+def build_tables(params: Mapping, metrics: Mapping[str, Mapping], paper: pd.DataFrame,
+                 frames: Mapping[str, pd.DataFrame] | None = None) -> list[Table]:
+    """Tables 2-5 for the datasets of a run (metrics: dataset -> metrics/<ds>.json content;
+    frames: dataset -> per-image values in long form, for the ties with the best)."""
     datasets = [d for d in params["datasets"] if d in metrics]
+    frames = frames or {}
+
+    def build(ds: str, methods: Iterable[str]) -> Block:
+        return build_block(ds, metrics[ds], methods, paper, params, frame=frames.get(ds))
 
     def selected_rows(ds: str, baselines: tuple[str, ...]) -> list[str]:
         chosen = select_method(rule_scores(metrics[ds]), GCN_VARIANTS)
@@ -351,6 +437,8 @@ def build_tables(params: Mapping, metrics: Mapping[str, Mapping], paper: pd.Data
         ours = block.selected or "none"
         paper_sel = block.paper_selected
         text = f"selected GCN method (lowest maximum PE in Table 2): {ours}"
+        if block.selected_sentence:
+            text += f" ({block.selected_sentence})"
         if paper_sel:
             text += f"; the paper selected {paper_sel}"
         if block.paper_selection_note:
@@ -358,24 +446,44 @@ def build_tables(params: Mapping, metrics: Mapping[str, Mapping], paper: pd.Data
         block.notes.insert(0, text)
         return block
 
+    def note_rule(block: Block, sentence: str | None, what: str) -> Block:
+        if sentence:
+            block.notes.insert(0, f"{what}: {sentence}")
+        return block
+
     t2 = Table(2, "The GCN variants on each dataset",
                "Results of the GCN learning strategies in terms of the low-level metrics (L2 and SSIM error) "
                "and the perceptual error on six LPIPS networks (paper's Table 2).",
-               [build_block(d, metrics[d], GCN_VARIANTS, paper, params) for d in datasets])
+               [note_rule(b, b.selected_sentence, "selection rule (lowest maximum PE) among these variants")
+                for b in (build(d, GCN_VARIANTS) for d in datasets)])
     sat = [d for d in datasets if _domain(params, d) == "sat"]
     t3 = Table(3, "The satellite domain: the selected GCN method against the baselines and SRGAN",
                "MSE, adversarial MSE, SRGAN and the GCN method selected by Table 2 on the satellite domain "
                "(paper's Table 3).",
-               [note_selection(build_block(d, metrics[d], selected_rows(d, BASELINES), paper, params)) for d in sat],
+               [note_selection(build(d, selected_rows(d, BASELINES))) for d in sat],
                note=None if sat else "No dataset of this run is, or stands in for, the satellite domain (Sat).")
     near = [d for d in datasets if _domain(params, d) in ("imagenet", "dtd")]
     t4 = Table(4, "ImageNet and DTD: the selected GCN method against the baselines and SRGAN",
                "MSE, adversarial MSE, SRGAN and the GCN method selected by Table 2 on ImageNet and DTD "
                "(paper's Table 4).",
-               [note_selection(build_block(d, metrics[d], selected_rows(d, BASELINES), paper, params)) for d in near],
+               [note_selection(build(d, selected_rows(d, BASELINES))) for d in near],
                note=None if near else "No dataset of this run is, or stands in for, ImageNet or DTD.")
     t5 = Table(5, "Every method on every dataset",
                "All methods, including ours that the paper has no row for (bicubic, ran, cla: paper cell \u2014) "
                "(paper's Table 5).",
-               [build_block(d, metrics[d], ALL_METHODS, paper, params) for d in datasets])
+               [note_rule(b, b.winner_sentence, "selection rule (lowest maximum PE) over every method")
+                for b in (build(d, ALL_METHODS) for d in datasets)])
     return [t2, t3, t4, t5]
+
+
+def agreement_rows(params: Mapping, metrics: Mapping[str, Mapping]) -> list[dict]:
+    """Per dataset: the evaluate stage's Kendall tau against the paper per in-paper column, and its verdict."""
+    out = []
+    for ds in params["datasets"]:
+        record = metrics.get(ds) or {}
+        paper_ds, stand_in = paper_dataset(params, ds)
+        agreement = record.get("rank_agreement") or {}
+        cells = {c.key: agreement.get(c.key) for c in COLUMNS if c.in_paper}
+        out.append({"dataset": ds, "paper_dataset": PAPER_DATASET_LABELS.get(paper_ds) if paper_ds else None,
+                    "stand_in": stand_in, "cells": cells, "verdict": record.get("verdict")})
+    return out

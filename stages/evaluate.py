@@ -13,9 +13,12 @@ def main() -> None:
     dataset_spec(params, args.dataset)       # unknown dataset -> ConfigError listing the declared ones
     result = evaluate_dataset(params, args.dataset)
     selection = result["selection"]
-    print(f"{args.dataset}: {result['n_test']} test images, {len(result['strategies'])} strategies, "
-          f"{result['seconds']:.1f} s on {result['device']}; winner (min max-PE over "
-          f"{', '.join(selection['networks_used']) or 'no network'}): {selection['winner']}")
+    share = (selection.get("frequencies") or {}).get(selection["winner"])
+    print(f"{args.dataset}: {result['n_test']} test images, {len(result['strategies'])} strategies x "
+          f"{result['n_seeds']} seed(s), {result['seconds']:.1f} s on {result['device']}; winner (min max-PE over "
+          f"{', '.join(selection['networks_used']) or 'no network'}): {selection['winner']}"
+          + (f" (wins {share:.0%} of bootstrap resamples)" if share is not None else ""))
+    print(result["verdict"])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Evaluate stage on a tiny synthetic dataset: every strategy, every column, n/a, batching."""
+"""Evaluate stage on a tiny synthetic dataset: every strategy and seed, every column, n/a, batching, stats."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from pipeline.models import Generator, save_generator
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "tiny"
-N, HR, SCALE = 5, 32, 4
+N, HR, SCALE = 10, 32, 4   # 10 images: a paired Wilcoxon test can reach p < 0.05 after Holm
+SEEDS = [0, 1]
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -37,7 +38,7 @@ def _make_project(root: Path, weights_root: Path) -> None:
     photo = skdata.astronaut()
     base, rows = root / "data" / "crops" / DATASET, []
     for i in range(N):
-        y, x = 40 * i, 60 * i + 100
+        y, x = 20 * i, 30 * i + 100
         hr = photo[y:y + HR, x:x + HR]
         lr = cv2.resize(hr, (HR // SCALE, HR // SCALE), interpolation=cv2.INTER_AREA)
         image_id = f"img{i:02d}"
@@ -47,13 +48,23 @@ def _make_project(root: Path, weights_root: Path) -> None:
                      "hr": f"test/hr/{image_id}.png", "lr": f"test/lr/{image_id}.png"})
     pd.DataFrame(rows).to_csv(base / "manifest.csv", index=False)
     models = root / "models" / DATASET
-    (models / "bicubic").mkdir(parents=True)
-    (models / "bicubic" / "config.json").write_text(json.dumps({"untrained": True, "scale": SCALE}))
-    torch.manual_seed(0)
+    (models / "bicubic" / "seed-0").mkdir(parents=True)
+    (models / "bicubic" / "seed-0" / "config.json").write_text(json.dumps({"untrained": True, "scale": SCALE}))
     arch = {"blocks": 1, "width": 8, "upsample": "pixelshuffle", "scale": SCALE}
-    (models / "mse").mkdir(parents=True)
-    save_generator(Generator(**arch), arch, models / "mse" / "generator.pt")
-    (models / "mse" / "config.json").write_text(json.dumps({"strategy": "mse"}))
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        generator = Generator(**arch)
+        other = Generator(**arch)       # dis: another random generator
+        folder = models / "dis" / f"seed-{seed}"
+        folder.mkdir(parents=True)
+        save_generator(other, arch, folder / "generator.pt")
+        (folder / "config.json").write_text(json.dumps({"strategy": "dis", "seed": seed}))
+        # adv is a copy of mse, seed by seed: two identical strategies
+        for slug in ("mse", "adv"):
+            folder = models / slug / f"seed-{seed}"
+            folder.mkdir(parents=True)
+            save_generator(generator, arch, folder / "generator.pt")
+            (folder / "config.json").write_text(json.dumps({"strategy": slug, "seed": seed}))
     # the resolved backbones are shared with the other test files (fetched once per session)
     for name in ("alexnet", "vgg16"):
         weights.resolve(name, ["cache", "registry"], weights_root)
@@ -70,7 +81,9 @@ def project(tmp_path_factory, weights_root) -> Path:
 
 def _params(batch_size: int) -> dict:
     params = copy.deepcopy(load_params(REPO / "params.yaml"))
-    params["strategy"] = ["bicubic", "mse"]
+    params["strategy"] = ["bicubic", "mse", "adv", "dis"]
+    params["train"]["seeds"] = len(SEEDS)
+    params["data"][DATASET] = {"stand_in_for": "sat"}    # compared with the paper's Sat column ranks
     params["eval"].update({"batch_size": batch_size, "networks": ["squeeze", "alex", "vgg"],
                            "weights_order": ["cache", "registry"]})
     params["train"]["device"] = "cpu"
@@ -82,25 +95,30 @@ def batched(project) -> dict:
     return evaluate_dataset(_params(batch_size=3), DATASET, project)
 
 
+NAMES = ("bicubic", "mse", "adv", "dis")
+
+
 def test_metrics_json_has_every_strategy_and_column(project, batched):
     saved = json.loads((project / "metrics" / f"{DATASET}.json").read_text())
     assert saved["dataset"] == DATASET and saved["n_test"] == N and saved["seconds"] > 0
-    value_columns = [c for c in COLUMNS if c not in ("id", "strategy")]
-    assert set(saved["strategies"]) == {"bicubic", "mse"} == set(saved["std"])
-    for name in ("bicubic", "mse"):
+    assert saved["n_seeds"] == len(SEEDS) and saved["seeds"] == SEEDS
+    value_columns = [c for c in COLUMNS if c not in ("id", "strategy", "seed")]
+    assert set(saved["strategies"]) == set(NAMES) == set(saved["std"]) == set(saved["stats"])
+    for name in NAMES:
         assert list(saved["strategies"][name]) == value_columns
         assert list(saved["std"][name]) == value_columns
         for column in value_columns:
             value = saved["strategies"][name][column]
             if column.startswith("pe_squeeze"):
                 assert value is None                      # n/a: SqueezeNet weights are not offline
+                assert column not in saved["stats"][name]  # and left out of the stats
             else:
                 assert isinstance(value, float) and math.isfinite(value)
     assert saved["networks"]["squeeze"]["available"] is False and saved["networks"]["squeeze"]["reason"]
     assert saved["networks"]["alex"]["available"] and len(saved["networks"]["alex"]["sha256"]) == 64
     selection = saved["selection"]
     assert selection["networks_used"] == ["pe_alex", "pe_alex_lin", "pe_vgg", "pe_vgg_lin"]
-    max_pe = {n: max(saved["strategies"][n][c] for c in selection["networks_used"]) for n in ("bicubic", "mse")}
+    max_pe = {n: max(saved["strategies"][n][c] for c in selection["networks_used"]) for n in NAMES}
     assert selection["max_pe"] == pytest.approx(max_pe)
     assert selection["winner"] == min(max_pe, key=max_pe.get)
     # bicubic beats an untrained random generator on every metric
@@ -108,12 +126,71 @@ def test_metrics_json_has_every_strategy_and_column(project, batched):
     assert saved["strategies"]["bicubic"]["pe_alex_lin"] < saved["strategies"]["mse"]["pe_alex_lin"]
 
 
+def test_means_are_over_seeds_and_images_with_intervals_that_bracket_them(project, batched):
+    saved = json.loads((project / "metrics" / f"{DATASET}.json").read_text())
+    table = pd.read_csv(project / "results" / DATASET / "per_image.csv", dtype={"id": str})
+    for name in NAMES:
+        for column, cell in saved["stats"][name].items():
+            mean = saved["strategies"][name][column]
+            assert cell["ci_low"] <= mean <= cell["ci_high"], (name, column)
+            assert cell["ci_low"] < cell["ci_high"]           # images differ: a real interval
+            assert mean == pytest.approx(table[table["strategy"] == name][column].mean(), rel=1e-9)
+        seed_means = table[table["strategy"] == name].groupby("seed")["pe_vgg"].mean()
+        if name == "bicubic":                                 # deterministic: one seed, no seed sd
+            assert saved["stats"][name]["pe_vgg"]["seed_sd"] is None
+        else:
+            assert saved["stats"][name]["pe_vgg"]["seed_sd"] == pytest.approx(seed_means.std(ddof=1), rel=1e-9)
+            assert saved["stats"][name]["pe_vgg"]["seed_sd"] > 0    # two different random generators
+
+
+def test_identical_strategies_tie_and_a_clearly_worse_one_is_not_tied(batched):
+    for column in ("l2", "pe_alex_lin", "pe_vgg"):
+        stats = {name: batched["stats"][name][column] for name in NAMES}
+        assert stats["bicubic"]["rank"] == 1 and stats["bicubic"]["tied_with_best"] and stats["bicubic"]["p_holm"] is None
+        # random generators are far worse than bicubic on all 10 images: separated after Holm
+        for name in ("mse", "adv", "dis"):
+            assert not stats[name]["tied_with_best"] and stats[name]["rank"] > 1 and stats[name]["p_holm"] < 0.05
+        # adv is mse's copy: the same rank and p-value
+        assert stats["mse"]["rank"] == stats["adv"]["rank"] and stats["mse"]["p_holm"] == stats["adv"]["p_holm"]
+        assert batched["strategies"]["mse"][column] == batched["strategies"]["adv"][column]
+    # higher is better: PSNR's best is bicubic too
+    assert batched["stats"]["bicubic"]["psnr"]["rank"] == 1
+
+
+def test_selection_frequencies_and_rank_agreement(batched):
+    selection = batched["selection"]
+    assert selection["frequencies"] == {"bicubic": 1.0}        # bicubic wins every resample
+    assert selection["gcn_winner"] in ("adv", "dis") and "mse" not in selection["gcn_frequencies"]
+    assert sum(selection["gcn_frequencies"].values()) == pytest.approx(1.0)
+    assert selection["gcn_winner"] == max(selection["gcn_frequencies"], key=selection["gcn_frequencies"].get)
+    # tau against the paper's Sat values (the test set stands in for Sat): mse, adv, dis have paper rows
+    agreement = batched["rank_agreement"]
+    assert set(agreement) == {"l2", "ssim_error", "pe_squeeze", "pe_squeeze_lin", "pe_alex", "pe_alex_lin",
+                              "pe_vgg", "pe_vgg_lin"}
+    for column, result in agreement.items():
+        if column.startswith("pe_squeeze"):
+            assert result["n"] == 0 and math.isnan(result["tau"]) and "cannot be compared" in result["verdict"]
+        else:
+            assert result["n"] == 3 and -1 <= result["tau"] <= 1 and 0 < result["p_value"] <= 1
+            assert DATASET in result["verdict"] and "tau" in result["verdict"]
+    assert batched["verdict"].startswith(f"{DATASET}: rankings agree with the paper on ")
+    assert "of 6 columns" in batched["verdict"]
+
+
 def test_per_image_csv_and_sr_images_agree(project, batched):
     table = pd.read_csv(project / "results" / DATASET / "per_image.csv", dtype={"id": str})
-    assert list(table.columns) == list(COLUMNS) and len(table) == 2 * N
+    assert list(table.columns) == list(COLUMNS)
+    # one row per image x strategy x seed; bicubic (deterministic) once
+    assert len(table) == N * (1 + 3 * len(SEEDS))
+    assert table.groupby("strategy")["seed"].unique().map(sorted).to_dict() == {
+        "bicubic": [0], "mse": SEEDS, "adv": SEEDS, "dis": SEEDS}
+    assert not table.duplicated(["id", "strategy", "seed"]).any()
     assert table["pe_squeeze"].isna().all() and table["pe_squeeze_lin"].isna().all()
     assert table[["pe_alex", "pe_vgg_lin", "psnr_y"]].notna().all().all()
-    for _, row in table.iterrows():
+    # the two seeds' generators differ, so their SR images and scores differ
+    mse = table[table["strategy"] == "mse"].set_index(["seed", "id"])["l2"]
+    assert not np.allclose(mse.loc[0].to_numpy(), mse.loc[1].to_numpy())
+    for _, row in table[table["seed"] == SEEDS[0]].iterrows():     # the saved PNGs are the first seed's
         sr_path = project / "results" / DATASET / "sr" / row["strategy"] / f"{row['id']}.png"
         sr = cv2.cvtColor(cv2.imread(str(sr_path)), cv2.COLOR_BGR2RGB)
         hr = cv2.cvtColor(cv2.imread(str(project / "data/crops" / DATASET / "test/hr" / f"{row['id']}.png")),
@@ -124,6 +201,7 @@ def test_per_image_csv_and_sr_images_agree(project, batched):
         assert row["l2"] == pytest.approx(4 * row["mse"], rel=1e-9)         # the paper's L2 is on [-1,1]
     means = table.groupby("strategy")["pe_vgg"].mean()
     assert means["mse"] == pytest.approx(batched["strategies"]["mse"]["pe_vgg"], rel=1e-9)
+    assert sorted(p.name for p in (project / "results" / DATASET / "sr").iterdir()) == sorted(NAMES)
 
 
 def test_metrics_json_states_the_paper_conventions(batched):
@@ -152,7 +230,7 @@ def test_finite_replaces_inf_and_nan_in_nested_values():
 
 def test_one_image_at_a_time_gives_the_same_numbers(project, batched):
     single = evaluate_dataset(_params(batch_size=1), DATASET, project)
-    for name in ("bicubic", "mse"):
+    for name in NAMES:
         for column, value in batched["strategies"][name].items():
             if value is None:
                 assert single["strategies"][name][column] is None
@@ -164,6 +242,9 @@ def test_missing_strategy_folder_names_the_train_stage(project):
     params = _params(batch_size=3)
     params["strategy"] = ["mse", "dis,rec"]
     with pytest.raises(UserError, match=r"dis\+rec.*train"):
+        evaluate_dataset(params, DATASET, project)
+    params["strategy"], params["train"]["seeds"] = ["mse"], [0, 5]     # a seed that was not trained
+    with pytest.raises(UserError, match=r"mse/seed-5.*seed 5.*train"):
         evaluate_dataset(params, DATASET, project)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from skimage import data as skdata
@@ -49,8 +50,19 @@ def default_params() -> dict:
     return load_params(REPO / "params.yaml")
 
 
-def make_workspace(root: Path, params: dict, n_test: int = 3, squeeze_missing: bool = True, seed: int = 0) -> None:
-    """Files in the layout and schemas the crop/train/evaluate stages write, with small real crops."""
+TIED = ("dis", "adv")      # identical per-image values, the best L2 on the first dataset
+WORSE = "bicubic"          # clearly worse L2 there
+
+
+def make_workspace(root: Path, params: dict, n_test: int = 10, squeeze_missing: bool = True, seed: int = 0,
+                   seeds: tuple[int, ...] = (0, 1)) -> None:
+    """Files in the layout and schemas the crop/train/evaluate stages write, with small real crops.
+
+    Per-image metrics: a method's base value x an image effect x a seed effect + noise; the metrics
+    JSON is computed from them by the evaluate stage's own functions (means, stats, selection, tau).
+    On the first dataset, TIED have identical per-image values with the lowest L2.
+    """
+    from pipeline import evaluate, metrics as metric_fns
     rng = np.random.default_rng(seed)
     names = list(strategies.NAMES)
     _write_json(root / paths.WEIGHTS / "manifest.json", {
@@ -67,7 +79,7 @@ def make_workspace(root: Path, params: dict, n_test: int = 3, squeeze_missing: b
         rows, ids = [], []
         for i in range(n_test):
             cid = f"{i:05d}"
-            y, x = 40 + 37 * i, 60 + 53 * i
+            y, x = 20 + 23 * i, 30 + 31 * i
             hr = np.ascontiguousarray(photo[y:y + HR, x:x + HR])
             lr = cv2.resize(hr, (HR // SCALE, HR // SCALE), interpolation=cv2.INTER_AREA)
             _write_png(crops / "test" / "hr" / f"{cid}.png", hr)
@@ -93,58 +105,81 @@ def make_workspace(root: Path, params: dict, n_test: int = 3, squeeze_missing: b
             "files": [{"path": f"{PHOTOS.get(ds, 'x')}{k}.png", "sha256": f"{d_index}" * 63 + f"{k % 10}",
                        "size": 1234} for k in range(n_files)]})
 
-        means, stds, per_image = {}, {}, []
-        for s_index, name in enumerate(names):
-            values = {k: float(rng.uniform(0.01, 0.5)) for k in METRIC_KEYS}
-            values["psnr"], values["psnr_y"] = float(rng.uniform(18, 30)), float(rng.uniform(18, 30))
-            values["pe_squeeze"] = values["pe_squeeze_lin"] = None if squeeze_missing else values["pe_squeeze"]
-            means[name] = values
-            stds[name] = {k: (None if v is None else v / 10) for k, v in values.items()}
-            for cid in ids:
-                per_image.append({"id": cid, "strategy": name, **values})
-        scores = {n: tables.max_pe(v) for n, v in means.items()}
-        winner = min(scores, key=scores.get)
-        _write_json(root / paths.metrics_path(ds), {
-            "dataset": ds, "n_test": n_test, "seconds": 4.0, "device": "cpu",
-            "strategies": means, "std": stds,
+        effect = rng.uniform(0.8, 1.2, n_test)         # some test images are harder than others
+        per_image, bases = [], {}
+        for name in names:
+            run_seeds = seeds[:1] if name == "bicubic" else seeds     # bicubic is deterministic
+            base = {k: float(rng.uniform(0.01, 0.5)) for k in METRIC_KEYS}
+            base["psnr"], base["psnr_y"] = float(rng.uniform(18, 30)), float(rng.uniform(18, 30))
+            if d_index == 0 and name in TIED:
+                base["l2"] = 0.005
+            if d_index == 0 and name == WORSE:
+                base["l2"] = 0.45
+            bases[name] = base
+            for s_ in run_seeds:
+                seed_effect = {k: 1 + rng.normal(0, 0.02) for k in METRIC_KEYS}
+                for i, cid in enumerate(ids):
+                    row = {"id": cid, "strategy": name, "seed": s_}
+                    for k in METRIC_KEYS:
+                        row[k] = base[k] * effect[i] * seed_effect[k] * (1 + rng.normal(0, 0.01))
+                    if squeeze_missing:
+                        row["pe_squeeze"] = row["pe_squeeze_lin"] = None
+                    per_image.append(row)
+        if d_index == 0:    # TIED[1] is an exact copy of TIED[0]
+            copies = [{**r, "strategy": TIED[1]} for r in per_image if r["strategy"] == TIED[0]]
+            per_image = [r for r in per_image if r["strategy"] != TIED[1]] + copies
+        table = pd.DataFrame(per_image, columns=["id", "strategy", "seed", *METRIC_KEYS])
+        means, stds = {}, {}
+        for name in names:
+            part = table[table["strategy"] == name]
+            means[name], stds[name] = {}, {}
+            for k in METRIC_KEYS:
+                values = [None if pd.isna(v) else float(v) for v in part[k]]
+                means[name][k], stds[name][k] = metric_fns.aggregate(values, k)
+        used = ["pe_alex", "pe_alex_lin", "pe_vgg", "pe_vgg_lin"] + ([] if squeeze_missing else ["pe_squeeze", "pe_squeeze_lin"])
+        frame = tables.per_image_frame(table, ds)
+        rule = evaluate.selection(means, used)
+        rule.update(evaluate.selection_frequencies(frame, ds, used, names))
+        agreement = evaluate.rank_agreement(means, params, ds)
+        record = {
+            "dataset": ds, "n_test": n_test, "n_seeds": len(seeds), "seeds": list(seeds), "seconds": 4.0, "device": "cpu",
+            "strategies": means, "std": stds, "stats": evaluate.uncertainty(frame, ds, names),
             "networks": {
                 "squeeze": ({"available": False, "reason": "SqueezeNet 1.1 weights: no offline source",
                              "source": None, "sha256": None} if squeeze_missing
                             else {"available": True, "source": "torchvision", "sha256": "d" * 64}),
                 "alex": {"available": True, "source": "registry:alexnet", "sha256": "a" * 64},
                 "vgg": {"available": True, "source": "torchvision", "sha256": "b" * 64}},
-            "selection": {"rule": "min over methods of the max PE over available networks", "winner": winner,
-                          "max_pe": scores, "networks_used": ["alex", "vgg"]},
+            "selection": rule, "rank_agreement": agreement, "verdict": evaluate.dataset_verdict(ds, agreement),
             "conventions": {"ssim_error": "(1 - SSIM) / 2"},
-        })
+        }
+        _write_json(root / paths.metrics_path(ds), evaluate._finite(record))
         results = root / paths.results_dir(ds)
-        with open(results / "per_image.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["id", "strategy", *METRIC_KEYS])
-            writer.writeheader()
-            writer.writerows(per_image)
+        table.to_csv(results / "per_image.csv", index=False, na_rep="")
 
         for name in names:
-            folder = root / paths.models_dir(ds) / strategies.slug(name)
-            folder.mkdir(parents=True, exist_ok=True)
-            if name == "bicubic":
-                _write_json(folder / "config.json", {"strategy": name, "untrained": True})
-                continue
-            iters = params["train"]["iterations"]
-            it = np.arange(1, iters + 1)
-            log = {"iteration": it, "loss_g": 1.0 / np.sqrt(it) + rng.uniform(0, 0.05, iters),
-                   "loss_content": 0.8 / np.sqrt(it)}
-            if name.startswith(("adv", "dis", "srgan")):
-                log["loss_d"] = 1.4 - 0.3 * it / iters
-            with open(folder / "log.csv", "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(log)
-                writer.writerows(zip(*log.values()))
-            config = {"strategy": name, "iterations": iters, "device": "cpu", "seconds": 12.0,
-                      "seconds_per_iteration": 12.0 / iters}
-            if name in ("cla", "srgan"):
-                config["weights"] = [{"network": "vgg19", "available": True, "source": "torchvision:url",
-                                      "sha256": "c" * 64}]
-            _write_json(folder / "config.json", config)
+            for s_ in seeds:
+                folder = root / paths.model_dir(ds, strategies.slug(name), s_)
+                folder.mkdir(parents=True, exist_ok=True)
+                if name == "bicubic":
+                    _write_json(folder / "config.json", {"strategy": name, "seed": s_, "untrained": True})
+                    continue
+                iters = params["train"]["iterations"]
+                it = np.arange(1, iters + 1)
+                log = {"iteration": it, "loss_g": 1.0 / np.sqrt(it) + rng.uniform(0, 0.05, iters),
+                       "loss_content": 0.8 / np.sqrt(it)}
+                if name.startswith(("adv", "dis", "srgan")):
+                    log["loss_d"] = 1.4 - 0.3 * it / iters
+                with open(folder / "log.csv", "w", newline="") as fh:
+                    writer = csv.writer(fh)
+                    writer.writerow(log)
+                    writer.writerows(zip(*log.values()))
+                config = {"strategy": name, "seed": s_, "iterations": iters, "device": "cpu", "seconds": 12.0,
+                          "seconds_per_iteration": 12.0 / iters}
+                if name in ("cla", "srgan"):
+                    config["weights"] = [{"network": "vgg19", "available": True, "source": "torchvision:url",
+                                          "sha256": "c" * 64}]
+                _write_json(folder / "config.json", config)
 
 
 # ---------------------------------------------------------------- HTML helpers
@@ -254,15 +289,69 @@ def test_tables_show_paper_values_differences_and_na(built):
                 assert text.startswith("n/a") and "na-cell" in classes and "SqueezeNet" in title
             value = metrics["strategies"][name]["pe_alex_lin"]
             assert by_key["pe_alex_lin"][1].startswith(f"{value:.3f}")
-        # best marks: exactly the displayed minimum of a lower-is-better column is bold
-        l2 = {name: round(metrics["strategies"][name]["l2"], 3) for name in strategies.NAMES}
+        # best marks: the methods the paired test cannot separate from the best (Table 5 holds every method)
         bold = {name for name in strategies.NAMES if "best" in dict(zip(columns, cells[(ds, name)]))["l2"][0]}
-        assert bold == {n for n, v in l2.items() if v == min(l2.values())}
+        assert bold == {n for n in strategies.NAMES if metrics["stats"][n]["l2"]["tied_with_best"]}
     # the paper's value and our difference for a stand-in dataset: sample-aerial stands in for sat
     ours = json.loads((root / paths.metrics_path("sample-aerial")).read_text())["strategies"]["srgan"]["l2"]
     theirs = float(paper[("sat", "srgan")]["l2"])
     assert f"{theirs:.3f} <span title=\"ours - paper\">({ours - theirs:+.3f})</span>" in html
     assert "paper (other data)" in html and "stand-in for Sat" in html
+
+
+def test_cells_show_intervals_seed_sd_and_ties(built):
+    root, params, first, _ = built
+    html = first.read_text()
+    cells = metric_cells(html, 5)
+    columns = [c.key for c in tables.COLUMNS]
+    decimals = {c.key: c.decimals for c in tables.COLUMNS}
+    for ds in params["datasets"]:
+        metrics = json.loads((root / paths.metrics_path(ds)).read_text())
+        for name in strategies.NAMES:
+            by_key = dict(zip(columns, cells[(ds, name)]))
+            for key, spread in metrics["stats"][name].items():
+                d = decimals[key]
+                text = by_key[key][1]
+                # the mean, then its 95% interval, visible in the cell (not only in a tooltip)
+                assert text.startswith(f"{metrics['strategies'][name][key]:.{d}f}")
+                assert f"[{spread['ci_low']:.{d}f}, {spread['ci_high']:.{d}f}]" in text
+                assert ("seed sd" in text) == (name != "bicubic")     # bicubic: one (deterministic) seed
+    # the first dataset: two identical methods share the best L2 (both bold, rank 1, one marked tie),
+    # a clearly worse one is neither bold nor rank 1
+    ds = params["datasets"][0]
+    l2 = {name: dict(zip(columns, cells[(ds, name)]))["l2"] for name in strategies.NAMES}
+    assert {n for n, (classes, _, _) in l2.items() if "best" in classes} == set(TIED)
+    rank = {n: int(re.search(r"#(\d+)", text).group(1)) for n, (_, text, _) in l2.items()}
+    assert all(rank[n] == 1 for n in TIED) and sum("#1 tie" in l2[n][1] for n in TIED) == 1
+    assert "best" not in l2[WORSE][0] and rank[WORSE] == len(strategies.NAMES)    # the largest L2
+    assert "paired Wilcoxon over test images, Holm-corrected, alpha 0.05" in html
+
+
+def test_selection_frequencies_and_rank_agreement_are_shown(built):
+    root, params, first, _ = built
+    html = first.read_text()
+    summary = json.loads((first.parent / "summary.json").read_text())
+    for ds in params["datasets"]:
+        metrics = json.loads((root / paths.metrics_path(ds)).read_text())
+        rule = metrics["selection"]
+        share = rule["frequencies"][rule["winner"]]
+        assert f"{rule['winner']} wins in {share:.0%} of bootstrap resamples" in html
+        assert f"{rule['gcn_winner']} wins in {rule['gcn_frequencies'][rule['gcn_winner']]:.0%} of bootstrap " \
+               "resamples among the GCN variants" in html
+        assert html_escape(metrics["verdict"]) in html
+        row = re.search(rf'<tr data-dataset="{ds}">(.*?)</tr>', html, re.S).group(1)
+        for column in ("l2", "pe_alex_lin", "pe_vgg"):
+            tau = metrics["rank_agreement"][column]["tau"]
+            assert f"tau {tau:.2f}" in row
+        # summary.json: intervals, frequencies and taus for the comparison of versions
+        entry = summary["datasets"][ds]
+        assert entry["winner_frequencies"] == pytest.approx(rule["frequencies"])
+        assert entry["rank_agreement"]["l2"]["tau"] == pytest.approx(metrics["rank_agreement"]["l2"]["tau"])
+        assert entry["n_seeds"] == 2 and entry["verdict"] == metrics["verdict"]
+        for name in strategies.NAMES:
+            low, high = entry["strategies"][name]["ci"]["pe_alex"]
+            assert low <= entry["strategies"][name]["pe_alex"] <= high
+    assert summary["datasets"][params["datasets"][0]]["strategies"]["adv"]["tied_with_best"][0] == "l2"
 
 
 def test_run_card_lists_sources_weights_timings_and_approximations(built):
@@ -276,7 +365,7 @@ def test_run_card_lists_sources_weights_timings_and_approximations(built):
     keys = {d.get("key") for d in found}
     assert {"train.iterations", "crop.hr_size"} <= keys
     assert any(d["kind"] == "network" and d["what"].startswith("squeeze") for d in found)
-    assert any(d["what"].endswith("test images") and d["ours"] == 3 and d["paper"] == 1000 for d in found)
+    assert any(d["what"].endswith("test images") and d["ours"] == 10 and d["paper"] == 1000 for d in found)
     for item in found:
         assert html_escape(deviations.describe(item)) in html
     for package in ("torch", "torchvision", "lpips", "dvc", "snakemake", "numpy", "pandas", "scikit-image"):

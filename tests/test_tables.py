@@ -232,3 +232,51 @@ def test_paper_l2_and_ssim_columns_are_compared_extras_are_not(params, paper):
     assert cells["ssim_error"].paper == pytest.approx(float(paper_rows()[("sat", "mse")]["ssim_error"]))
     assert cells["mse"].paper is None and cells["ssim_y"].paper is None and cells["ssim_y"].value == 0.8
     assert [c.lower_is_better for c in tables.COLUMNS if c.key in ("mse", "ssim_y")] == [True, False]
+
+
+def _per_image(values: dict[str, list[float]], seeds: int = 1) -> "pd.DataFrame":
+    """A per_image.csv table: method -> per-image L2 values (the same for every seed)."""
+    import pandas as pd
+    rows = [{"id": f"{i:02d}", "strategy": name, "seed": s, "l2": v, "psnr": float("inf")}
+            for name, vs in values.items() for s in range(seeds) for i, v in enumerate(vs)]
+    return pd.DataFrame(rows)
+
+
+def test_identical_methods_tie_with_the_best_and_a_clearly_worse_one_does_not(params, paper):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.01, 0.02, 12)
+    values = {"dis": list(base), "adv": list(base), "mse": list(base + 0.01), "srgan": list(base + 1e-6 * rng.normal(size=12))}
+    frame = tables.per_image_frame(_per_image(values, seeds=2), "sample-aerial")
+    metrics = metrics_for({n: {"l2": float(np.mean(v))} for n, v in values.items()})
+    block = tables.build_block("sample-aerial", metrics, list(values), paper, params, frame=frame)
+    cells = {r.strategy: r.cells["l2"] for r in block.rows}
+    assert all(cells[n].tested for n in values)
+    # dis and adv are identical, srgan differs by noise far below the image spread: all tied with the best
+    assert {n for n, c in cells.items() if c.best} == {"dis", "adv", "srgan"}
+    assert all(cells[n].rank == 1 for n in ("dis", "adv", "srgan"))
+    # mse is worse on every one of the 12 images: separated (Holm p < 0.05), ranked after the tied group
+    assert not cells["mse"].best and cells["mse"].rank == 4 and cells["mse"].p_holm < 0.05
+    # without the per-image values: ties as printed (mse 0.01 above prints differently)
+    plain = tables.build_block("sample-aerial", metrics, list(values), paper, params)
+    assert not any(r.cells["l2"].tested for r in plain.rows)
+    assert {r.strategy for r in plain.rows if r.cells["l2"].best} == {"dis", "adv", "srgan"}
+
+
+def test_per_image_frame_drops_na_caps_psnr_and_defaults_the_seed():
+    import pandas as pd
+    table = pd.DataFrame({"id": ["a", "b"], "strategy": ["mse", "mse"], "l2": [0.1, None],
+                          "psnr": [float("inf"), 30.0]})
+    frame = tables.per_image_frame(table, "x")
+    assert list(frame.columns) == ["dataset", "method", "seed", "image", "metric", "value"]
+    assert (frame["seed"] == 0).all() and (frame["dataset"] == "x").all()
+    assert sorted(frame[frame["metric"] == "l2"]["image"]) == ["a"]                 # n/a left out
+    assert frame[frame["metric"] == "psnr"].set_index("image")["value"].to_dict() == {"a": 100.0, "b": 30.0}
+
+
+def test_frequency_sentence():
+    assert tables.frequency_sentence({"adv,rec": 0.71, "dis,rec": 0.29}, "adv,rec") == \
+        "adv,rec wins in 71% of bootstrap resamples (dis,rec 29%)"
+    assert tables.frequency_sentence({"dis": 1.0}, "dis", "among the GCN variants") == \
+        "dis wins in 100% of bootstrap resamples among the GCN variants"
+    assert tables.frequency_sentence({}, "dis") is None and tables.frequency_sentence({"a": 1.0}, None) is None
