@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline import metrics, paths, perceptual, stats, strategies, tables
+from pipeline import deviations, metrics, paths, perceptual, stats, strategies, tables
 from pipeline.config import seed_list
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_json, atomic_write_text
@@ -219,6 +219,11 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
             "pe": "pe_<net>_lin: LPIPS v0.1 calibrated; pe_<net>: LPIPS(lpips=False)/2 = sum over layers of the spatial mean of 1 - cos (uncalibrated, as the paper)",
         },
     }
+    unavailable = {net: state.get("reason") or "weights unavailable" for net, state in status.items()
+                   if not state["available"]}
+    result["deviations"] = (deviations.parameter_deviations(params)
+                            + deviations.dataset_deviations(params, dataset, root, len(ids))
+                            + deviations.network_deviations(root, unavailable))
     atomic_write_json(root / paths.metrics_path(dataset), _finite(result))
     return result
 

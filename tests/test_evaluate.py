@@ -121,6 +121,11 @@ def test_metrics_json_has_every_strategy_and_column(project, batched):
     max_pe = {n: max(saved["strategies"][n][c] for c in selection["networks_used"]) for n in NAMES}
     assert selection["max_pe"] == pytest.approx(max_pe)
     assert selection["winner"] == min(max_pe, key=max_pe.get)
+    # the deviations from the paper profile: the small test set and SqueezeNet's missing weights included
+    found = {d["what"]: d for d in saved["deviations"]}
+    assert found[f"{DATASET}: test images"]["ours"] == N and found[f"{DATASET}: test images"]["paper"] == 1000
+    assert found["squeeze perceptual network"]["kind"] == "network"
+    assert {"train.iterations", "crop.hr_size"} <= {d.get("key") for d in saved["deviations"]}
     # bicubic beats an untrained random generator on every metric
     assert saved["strategies"]["bicubic"]["l2"] < saved["strategies"]["mse"]["l2"]
     assert saved["strategies"]["bicubic"]["pe_alex_lin"] < saved["strategies"]["mse"]["pe_alex_lin"]
