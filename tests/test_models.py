@@ -112,6 +112,7 @@ def test_discriminator_has_the_paper_layout(plain):
     # no BN on the first block (SRGAN Fig. 4) or the first two (the authors' bn=False on block_1, block_2)
     assert [any(isinstance(m, nn.BatchNorm2d) for m in block) for block in d.encoder] == [False] * plain + [True] * (8 - plain)
     assert all(isinstance(block[-1], nn.LeakyReLU) and block[-1].negative_slope == 0.2 for block in d.encoder)
+    assert [type(m) for m in d.head] == [nn.Flatten, nn.Linear, nn.LeakyReLU, nn.Linear]
     dense = [m for m in d.head if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in dense] == [(512 * 4 * 4, 1024), (1024, 1)]
     assert d.logits(torch.rand(2, 3, 64, 64)).shape == (2,)
