@@ -173,6 +173,8 @@ def test_autoencoder_reconstructs_at_input_size():
     assert [(c.in_channels, c.out_channels) for c in convs] == [
         (32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4), (4, 4), (4, 3)]
     assert sum(isinstance(m, nn.Upsample) for m in ae.decoder) == 4
+    # mirror image: each upsampling undoes a strided block, so it comes first (block 8 strides, block 7 not)
+    assert [type(m) for m in ae.decoder[:5]] == [nn.Upsample, nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU, nn.Conv2d]
 
 
 @pytest.mark.parametrize("output,low,high", [("tanh", -1.0, 1.0), ("sigmoid", 0.0, 1.0)])
