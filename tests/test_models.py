@@ -112,6 +112,7 @@ def test_discriminator_has_the_paper_layout(plain):
     # no BN on the first block (SRGAN Fig. 4) or the first two (the authors' bn=False on block_1, block_2)
     assert [any(isinstance(m, nn.BatchNorm2d) for m in block) for block in d.encoder] == [False] * plain + [True] * (8 - plain)
     assert all(isinstance(block[-1], nn.LeakyReLU) and block[-1].negative_slope == 0.2 for block in d.encoder)
+    assert [type(m) for m in d.head] == [nn.Flatten, nn.Linear, nn.LeakyReLU, nn.Linear]
     dense = [m for m in d.head if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in dense] == [(512 * 4 * 4, 1024), (1024, 1)]
     assert d.logits(torch.rand(2, 3, 64, 64)).shape == (2,)
@@ -172,6 +173,8 @@ def test_autoencoder_reconstructs_at_input_size():
     assert [(c.in_channels, c.out_channels) for c in convs] == [
         (32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4), (4, 4), (4, 3)]
     assert sum(isinstance(m, nn.Upsample) for m in ae.decoder) == 4
+    # mirror image: each upsampling undoes a strided block, so it comes first (block 8 strides, block 7 not)
+    assert [type(m) for m in ae.decoder[:5]] == [nn.Upsample, nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU, nn.Conv2d]
 
 
 @pytest.mark.parametrize("output,low,high", [("tanh", -1.0, 1.0), ("sigmoid", 0.0, 1.0)])

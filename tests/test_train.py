@@ -237,6 +237,7 @@ def test_discriminator_learns_real_from_generated(d_update, head):
             sum(losses.values()).backward()
             trainer.opt_x.step()
     lr, hr = smooth_batch(seed=100)
+    assert trainer.extractor.logits(hr).dim() == (1 if head == "flatten" else 3)
     trainer.extractor.eval()
     real, fake = d_probabilities(trainer, hr), d_probabilities(trainer, trainer.generator(lr).detach())
     assert real > 0.5 > fake, (real, fake)
@@ -324,6 +325,8 @@ def test_separate_update_order_and_batches():
     step = lambda optimizer: max(int(s["step"]) for s in optimizer.state.values())
     assert step(trainer.opt_x) == 2 and step(trainer.opt_g) == 1
     assert {"loss_d", "loss_adv", "loss_g"} <= set(values)
+    # the logged loss_d is the mean of the real and the fake step's cross-entropies (the authors' d_loss)
+    assert 0 < values["loss_d"] < 2
 
 
 def test_separate_discriminator_steps_normalise_real_and_fake_apart():
@@ -348,6 +351,22 @@ def test_joint_update_is_one_extractor_step_after_the_generator():
     assert step(trainer.opt_x) == 1 and step(trainer.opt_g) == 1
 
 
+def test_trainer_builds_the_networks_the_parameters_name():
+    """Every architecture key of params reaches the networks (a misspelt key would fall back to a default)."""
+    trainer = trainer_for("adv,rec", bn_momentum=0.05, d_update="joint",
+                          generator={"blocks": 3, "width": 6, "upsample": "nearest"},
+                          discriminator={"blocks": 4, "width": 4, "dense": 5, "head": "flatten", "plain_blocks": 3,
+                                         "decoder_output": "sigmoid"})
+    g, d = trainer.generator, trainer.extractor
+    assert len(g.body) == 3 and g.head[0].out_channels == 6 and isinstance(g.upsample[1], torch.nn.Upsample)
+    assert [len(block) for block in d.encoder] == [2, 2, 2, 3]  # conv-LeakyReLU x3, then conv-BN-LeakyReLU
+    assert d.encoder[3][0].out_channels == 8 and d.head[1].out_features == 5
+    assert isinstance(d.decoder[-1], torch.nn.Sigmoid)
+    assert {m.momentum for m in list(g.modules()) + list(d.encoder.modules())
+            if isinstance(m, torch.nn.BatchNorm2d)} == {0.05}
+    assert trainer.d_update == "joint" and trainer_for("adv").d_update == "separate"
+
+
 def test_hflip_flips_pairs_deterministically():
     mask = flip_mask(64, seed=0, step=5)
     assert torch.equal(mask, flip_mask(64, seed=0, step=5))
@@ -362,7 +381,6 @@ def test_hflip_flips_pairs_deterministically():
 
 
 def test_hflip_changes_training_and_stays_exact(tmp_path):
-    write_crops(tmp_path)
     weights = {}
     for flips, run in ((True, "a"), (True, "b"), (False, "c")):
         root = tmp_path / run
