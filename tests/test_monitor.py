@@ -256,18 +256,25 @@ def test_dvc_yaml_declares_the_training_plots_and_metrics():
 
 
 def test_report_shows_validation_curves_and_d_wins(tmp_path):
-    from pipeline.train import train_dataset
+    from test_report import default_params, make_workspace  # the report tests' synthetic workspace
 
-    root = project(tmp_path)
-    train_dataset(watched_params(), DATASET, ["mse", "adv"], root)
-    config_path = root / paths.model_dir(DATASET, "adv", 0) / "config.json"
-    config = json.loads(config_path.read_text())
-    config_path.write_text(json.dumps({**config, "d_wins": True}))
-    curves = report.training_curves(DATASET, ["mse", "adv"], root)
-    assert curves["validation"] == ["mse", "adv"]
-    assert curves["d_wins"] == ["adv"]
-    html = report.environment().get_template("report.html.j2").module  # the template compiles
-    assert html is not None
-    (root / paths.model_dir(DATASET, "mse", 0) / "validation.csv").unlink()
-    (root / paths.model_dir(DATASET, "adv", 0) / "validation.csv").unlink()
-    assert report.training_curves(DATASET, ["mse", "adv"], root)["validation"] == []
+    params = default_params()
+    make_workspace(tmp_path, params, seeds=(0,))
+    natural = params["datasets"][0]
+    for i, name in enumerate(("mse", "dis")):      # validation rows as pipeline.monitor writes them
+        pd.DataFrame({"iteration": [10, 20, 30], "val_psnr_y": [20.0 + i, 21.0 + i, 22.0 + i],
+                      "val_ssim_y": [0.5, 0.55, 0.6], "val_lpips_alex": [0.5, 0.45, 0.4]}).to_csv(
+            tmp_path / paths.model_dir(natural, name, 0) / "validation.csv", index=False)
+    config_path = tmp_path / paths.model_dir(natural, "adv", 0) / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "d_wins": True}))
+
+    curves = report.training_curves(natural, ["mse", "dis", "adv"], tmp_path)
+    assert curves["validation"] == ["mse", "dis"] and curves["d_wins"] == ["adv"]
+    assert curves["validation_metrics"] == ["val_psnr_y", "val_ssim_y", "val_lpips_alex"]
+    html = report.build_report(params, tmp_path, version="v").read_text()
+    section = html[html.index('<section id="curves">'):html.index('<section id="run-card">')]
+    blocks = section.split("<h3>")[1:]
+    assert "validation metrics over iterations on " + natural in blocks[0]
+    assert "<strong>adv</strong>: discriminator won outright: adversarial signal vanished" in blocks[0]
+    for block in blocks[1:]:                       # the other datasets have no validation rows, and no D win
+        assert "No validation during training" in block and "won outright" not in block
