@@ -675,7 +675,11 @@ def train_dataset(params: dict, dataset: str, strategies: list[str] | None = Non
             outputs.append(train_strategy(run_params, dataset, name, out_dir, data, manifest_sha, vgg, stop_after,
                                           validation or None))
     export_curves(dataset, outputs, root)
-    monitor.export(dataset, outputs, root)
+    # the overlays and train metrics cover the whole `strategy` x `train.seeds` selection, also when one
+    # job trains one strategy and seed (the Snakefile): every completed model of the selection is read
+    selected = [root / paths.model_dir(dataset, registry.slug(n), s)
+                for n in registry.select(params["strategy"]) for s in seed_list(params["train"])]
+    monitor.export(dataset, list(dict.fromkeys(selected + outputs)), root)
     return outputs
 
 
