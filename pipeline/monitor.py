@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,8 +150,10 @@ class Monitor:
 
     def __init__(self, out_dir: Path, iterations: int, every: int, validation: ValidationSet | None,
                  rows: list[dict] | None = None, validation_rows: list[dict] | None = None) -> None:
+        start = time.perf_counter()
         from dvclive import Live  # late import: dvclive pulls in dvc
 
+        self.seconds = 0.0  # wall time spent monitoring (DVCLive and validation), for config.json
         self.validation = validation if every > 0 else None
         self.steps = set(validation_steps(iterations, every)) if self.validation is not None else set()
         self.rows: list[dict] = list(validation_rows or [])
@@ -162,19 +165,23 @@ class Monitor:
         for row in self.rows:
             self._log_validation(row)
         self.live.make_summary()
+        self.seconds += time.perf_counter() - start
 
     def log_losses(self, iteration: int, values: dict) -> None:
         """One main iteration's losses, under train/ (step = main iteration)."""
+        start = time.perf_counter()
         self.live.step = int(iteration)
         for key, value in values.items():
             if key.startswith("loss"):
                 self.live.log_metric(f"train/{key}", float(value))
+        self.seconds += time.perf_counter() - start
 
     def due(self, iteration: int) -> bool:
         return iteration in self.steps
 
     def validate(self, iteration: int, generator: nn.Module) -> dict:
         """Score the generator on the validation set, log the values and a few SR images."""
+        start = time.perf_counter()
         values, sr = self.validation.score(generator)
         row = {"iteration": int(iteration), **values}
         self.rows.append(row)
@@ -182,6 +189,7 @@ class Monitor:
         for image, image_id in zip(sr[:SAMPLE_IMAGES], self.validation.ids):
             self.live.log_image(f"val/{image_id}.png", image)
         self.live.make_summary()
+        self.seconds += time.perf_counter() - start
         return row
 
     def _log_validation(self, row: dict) -> None:
@@ -201,8 +209,10 @@ class Monitor:
             atomic_write_text(out_dir / "validation.csv", frame.to_csv(index=False, float_format="%.6g"))
         else:
             (out_dir / "validation.csv").unlink(missing_ok=True)
+        start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             self.live.end()
+        self.seconds += time.perf_counter() - start
 
 
 # ---------------------------------------------------------------- the discriminator-wins flag

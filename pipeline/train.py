@@ -585,7 +585,8 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
               "fast": fast, "precision": "bf16 autocast" if fast and device.type == "cuda" else "fp32",
               "torch": torch.__version__, "seconds": round(sum(seconds.values()), 3),
               "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
-              "seconds_per_iteration": round(seconds["main"] / max(main_iterations, 1), 4), "completed": True}
+              "seconds_per_iteration": round(seconds["main"] / max(main_iterations, 1), 4),
+              "monitor_seconds": round(watch.seconds, 3), "completed": True}
     if "loss_d" in main_columns(strategy, trainer):
         config["d_wins"] = monitor.d_wins(rows)
         if config["d_wins"]:
