@@ -635,11 +635,13 @@ def seed_params(params: dict, seed: int) -> dict:
 
 def train_dataset(params: dict, dataset: str, strategies: list[str] | None = None,
                   root: Path = Path("."), stop_after: int | None = None,
-                  seeds: list[int] | None = None) -> list[Path]:
+                  seeds: list[int] | None = None, curves: bool = True) -> list[Path]:
     """Train the selected strategies (default: the `strategy` parameter) on one dataset, once per seed.
 
     Returns the model folders models/<dataset>/<slug>/seed-<k>/ (default seeds: `train.seeds`).
-    A folder holding a completed result with the same inputs hash is not retrained.
+    A folder holding a completed result with the same inputs hash is not retrained. `curves` False
+    skips the per-dataset overlays and train metrics (`export_monitoring`), for a job that trains
+    one strategy and seed among others (the Snakefile, which exports them in a rule of their own).
     """
     names = registry.select(params["strategy"] if strategies is None else list(strategies))
     seeds = seed_list(params["train"]) if seeds is None else list(seeds)
@@ -676,12 +678,17 @@ def train_dataset(params: dict, dataset: str, strategies: list[str] | None = Non
             outputs.append(train_strategy(run_params, dataset, name, out_dir, data, manifest_sha, vgg, stop_after,
                                           validation or None))
     export_curves(dataset, outputs, root)
-    # the overlays and train metrics cover the whole `strategy` x `train.seeds` selection, also when one
-    # job trains one strategy and seed (the Snakefile): every completed model of the selection is read
-    selected = [root / paths.model_dir(dataset, registry.slug(n), s)
-                for n in registry.select(params["strategy"]) for s in seed_list(params["train"])]
-    monitor.export(dataset, list(dict.fromkeys(selected + outputs)), root)
+    if curves:
+        export_monitoring(params, dataset, root, outputs)
     return outputs
+
+
+def export_monitoring(params: dict, dataset: str, root: Path = Path("."), extra: list[Path] = ()) -> dict:
+    """plots/curves/<dataset>/ and metrics/<dataset>-train.json (pipeline.monitor.export) from every
+    completed model of the `strategy` x `train.seeds` selection (and `extra` folders)."""
+    selected = [Path(root) / paths.model_dir(dataset, registry.slug(n), s)
+                for n in registry.select(params["strategy"]) for s in seed_list(params["train"])]
+    return monitor.export(dataset, list(dict.fromkeys(selected + list(extra))), Path(root))
 
 
 def export_curves(dataset: str, model_dirs: list[Path], root: Path = Path(".")) -> None:

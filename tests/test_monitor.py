@@ -278,3 +278,14 @@ def test_report_shows_validation_curves_and_d_wins(tmp_path):
     assert "<strong>adv</strong>: discriminator won outright: adversarial signal vanished" in blocks[0]
     for block in blocks[1:]:                       # the other datasets have no validation rows, and no D win
         assert "No validation during training" in block and "won outright" not in block
+
+
+def test_one_job_of_many_leaves_the_overlays_to_the_curves_rule(tmp_path):
+    from pipeline.train import export_monitoring, train_dataset
+
+    root = project(tmp_path)
+    train_dataset(watched_params(validate_every=0), DATASET, ["mse"], root, curves=False)
+    assert not (root / paths.curves_dir(DATASET)).exists() and not (root / paths.train_metrics_path(DATASET)).exists()
+    record = export_monitoring(watched_params(), DATASET, root)       # `stages/train.py --curves-only`
+    assert set(record["strategies"]) == {"mse"} and record["strategies"]["mse"]["val_psnr_y"] is None
+    assert set(pd.read_csv(root / paths.curves_dir(DATASET) / "loss_g.csv")["strategy"]) == {"mse"}
