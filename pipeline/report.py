@@ -257,18 +257,33 @@ def qualitative_figure(dataset: str, names: list[str], root: Path, n_images: int
     return {"uri": _png_data_uri(fig), "ids": list(rows["id"]), "missing": missing}
 
 
+VALIDATION_PANELS = (("val_psnr_y", "PSNR-Y (dB), higher is better"), ("val_ssim_y", "SSIM-Y, higher is better"),
+                     ("val_lpips_alex", "LPIPS Alex-lin, lower is better"))
+
+
 def training_curves(dataset: str, names: list[str], root: Path) -> dict | None:
-    """Loss over iterations of every trained strategy (its first seed's log.csv), one panel each."""
+    """Loss over iterations of every trained strategy (its first seed's log.csv), one panel each, and the
+    validation metrics of every strategy overlaid (its first seed's validation.csv, pipeline.monitor).
+
+    ``d_wins`` lists the strategies with a seed whose discriminator won outright (config.json).
+    """
     from matplotlib.figure import Figure
 
-    logs = {}
+    logs, validation, d_wins = {}, {}, []
     for name in names:
         folders = seed_folders(dataset, name, root)
+        if any((_read_json(f / "config.json") or {}).get("d_wins") for f in folders):
+            d_wins.append(name)
         path = folders[0] / "log.csv" if folders else None
         if path is not None and path.is_file():
             frame = pd.read_csv(path)
             if "iteration" in frame.columns and len(frame):
                 logs[name] = frame
+        path = folders[0] / "validation.csv" if folders else None
+        if path is not None and path.is_file():
+            frame = pd.read_csv(path)
+            if "iteration" in frame.columns and len(frame):
+                validation[name] = frame
     if not logs:
         return None
     n_cols = min(5, len(logs))
@@ -282,7 +297,9 @@ def training_curves(dataset: str, names: list[str], root: Path) -> dict | None:
             ax.plot(frame["iteration"], frame[column], linewidth=1, label=column.removeprefix("loss_"))
         if positive and losses:
             ax.set_yscale("log")
-        ax.set_title(tables.method_label(name), fontsize=9)
+        won = name in d_wins
+        ax.set_title(tables.method_label(name) + (" (D won outright)" if won else ""), fontsize=9,
+                     color="#b30000" if won else "black")
         ax.set_xlabel("iteration", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
@@ -290,7 +307,27 @@ def training_curves(dataset: str, names: list[str], root: Path) -> dict | None:
             ax.legend(fontsize=7, frameon=False)
     for ax in axes[len(logs):]:
         ax.set_visible(False)
-    return {"uri": _png_data_uri(fig), "strategies": list(logs)}
+    out = {"uri": _png_data_uri(fig), "strategies": list(logs), "validation": list(validation),
+           "validation_uri": None, "d_wins": d_wins}
+    if validation:
+        panels = [(c, t) for c, t in VALIDATION_PANELS if any(f[c].notna().any() for f in validation.values()
+                                                               if c in f.columns)]
+        fig = Figure(figsize=(3.6 * len(panels) + 1.6, 2.8), dpi=100, layout="constrained")
+        axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+        for ax, (column, title) in zip(axes, panels):
+            for name, frame in validation.items():
+                if column in frame.columns and frame[column].notna().any():
+                    ax.plot(frame["iteration"], frame[column], marker="o", markersize=3, linewidth=1,
+                            label=tables.method_label(name))
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("iteration", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
+        out["validation_uri"] = _png_data_uri(fig)
+        out["validation_metrics"] = [c for c, _ in panels]
+    return out
 
 
 # ---------------------------------------------------------------- run card

@@ -53,7 +53,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import fast as fast_path
-from pipeline import imageset, paths
+from pipeline import imageset, monitor, paths
 from pipeline import strategies as registry
 from pipeline.config import seed_list
 from pipeline.errors import UserError
@@ -73,9 +73,13 @@ class TrainingDiverged(UserError):
 
 # ---------------------------------------------------------------- small helpers
 
+MONITOR_KEYS = ("validate_every", "validate_images")  # monitoring only: the weights do not depend on them
+
+
 def inputs_hash(strategy: Strategy, params: dict, manifest_sha256: str, vgg_sha256: str | None) -> str:
     """The hash of everything a strategy's result depends on; an unchanged hash means no retraining."""
-    payload = {"strategy": strategy.definition(), "train": params["train"], "crop": params["crop"],
+    train = {k: v for k, v in params["train"].items() if k not in MONITOR_KEYS}
+    payload = {"strategy": strategy.definition(), "train": train, "crop": params["crop"],
                "manifest_sha256": manifest_sha256, "vgg19_sha256": vgg_sha256}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -421,11 +425,13 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: tuple[torch.Tensor, torch.Tensor],
                    manifest_sha256: str, vgg: tuple[nn.Module, dict] | None = None,
-                   stop_after: int | None = None) -> Path:
+                   stop_after: int | None = None, validation: monitor.ValidationSet | None = None) -> Path:
     """Train one strategy into `out_dir` (resuming from its checkpoint when it matches).
 
     `data` is (lr uint8, hr uint8) of the training split. `stop_after` ends the process-like run
     after that many global steps without writing anything more, as a kill would (for tests).
+    Losses are logged with DVCLive (pipeline.monitor) and, with a `validation` set, the generator is
+    scored on it every `train.validate_every` main iterations.
     """
     strategy = registry.get(name)
     train = params["train"]
@@ -460,12 +466,14 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
     # Resume when a checkpoint of the same inputs exists; a stale one (other inputs) is discarded.
     ckpt_path = out_dir / CHECKPOINT
     step, rows, pre_rows, seconds = 0, [], [], {"rec": 0.0, "pretrain_mse": 0.0, "main": 0.0}
+    watched = {}  # the monitor's state (validation rows) from the checkpoint
     (out_dir / "config.json").unlink(missing_ok=True)  # the folder is incomplete from here on
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if state.get("inputs_hash") == digest:
             trainer.load_state_dict(state["trainer"])
             step, rows, pre_rows, seconds = state["step"], state["log"], state["pretrain_log"], state["seconds"]
+            watched = state.get("monitor", {})
             torch.set_rng_state(state["rng"]["torch"])
             if device.type == "cuda" and state["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(state["rng"]["cuda"])
@@ -488,6 +496,9 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
 
     batches = fast_path.Batches(lr_all, hr_all, indices, device, fast, range(step + 1, total + 1))
     every = int(train["checkpoint_every"])
+    # DVCLive log and validation; rewritten from the checkpoint's history, so resumed steps are not duplicated
+    watch = monitor.Monitor(out_dir, plan[-1][1], int(train.get("validate_every", 0)), validation, rows,
+                            watched.get("validation"))
 
     def diverged(err: TrainingDiverged, at: int) -> TrainingDiverged:
         phase, offset = current_phase(plan, at)
@@ -541,8 +552,11 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
                 at_phase, at_offset = current_phase(plan, at)
                 if at_phase == "main":
                     rows.append({"iteration": at - at_offset, **values})
+                    watch.log_losses(at - at_offset, values)
                 else:
                     pre_rows.append({"iteration": at, "phase": at_phase, "loss": next(iter(values.values()))})
+            if phase == "main" and watch.due(step - offset):
+                watch.validate(step - offset, trainer.generator)  # eval mode, no gradients: training unchanged
             if phase == "rec" and step == plan[0][1]:
                 trainer.freeze_extractor()  # disjoint learning: trained beforehand, then fixed
             bar.update(1)
@@ -551,6 +565,7 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
             if step % every == 0 and step < total:
                 save_checkpoint(ckpt_path, {"inputs_hash": digest, "step": step, "trainer": trainer.state_dict(),
                                             "log": rows, "pretrain_log": pre_rows, "seconds": seconds,
+                                            "monitor": watch.state_dict(),
                                             "rng": {"torch": torch.get_rng_state(),
                                                     "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}})
                 last_good = step
@@ -560,6 +575,7 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
         bar.close()
 
     save_generator(trainer.generator, trainer.arch, out_dir / "generator.pt")
+    watch.close(out_dir)
     write_csv(out_dir / "log.csv", main_columns(strategy, trainer), rows)
     if pre_rows:
         write_csv(out_dir / "pretrain_log.csv", ["iteration", "phase", "loss"], pre_rows)
@@ -569,7 +585,14 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
               "fast": fast, "precision": "bf16 autocast" if fast and device.type == "cuda" else "fp32",
               "torch": torch.__version__, "seconds": round(sum(seconds.values()), 3),
               "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
-              "seconds_per_iteration": round(seconds["main"] / max(main_iterations, 1), 4), "completed": True}
+              "seconds_per_iteration": round(seconds["main"] / max(main_iterations, 1), 4),
+              "monitor_seconds": round(watch.seconds, 3), "completed": True}
+    if "loss_d" in main_columns(strategy, trainer):
+        config["d_wins"] = monitor.d_wins(rows)
+        if config["d_wins"]:
+            log.warning("%s/%s seed %s: the discriminator won outright (mean loss_d < %g over the last %d%% of "
+                        "iterations): the adversarial signal vanished", dataset, name, base["seed"],
+                        monitor.D_WINS_LOSS, round(100 * monitor.D_WINS_SHARE))
     atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2))
     ckpt_path.unlink(missing_ok=True)
     return out_dir
@@ -612,11 +635,13 @@ def seed_params(params: dict, seed: int) -> dict:
 
 def train_dataset(params: dict, dataset: str, strategies: list[str] | None = None,
                   root: Path = Path("."), stop_after: int | None = None,
-                  seeds: list[int] | None = None) -> list[Path]:
+                  seeds: list[int] | None = None, curves: bool = True) -> list[Path]:
     """Train the selected strategies (default: the `strategy` parameter) on one dataset, once per seed.
 
     Returns the model folders models/<dataset>/<slug>/seed-<k>/ (default seeds: `train.seeds`).
-    A folder holding a completed result with the same inputs hash is not retrained.
+    A folder holding a completed result with the same inputs hash is not retrained. `curves` False
+    skips the per-dataset overlays and train metrics (`export_monitoring`), for a job that trains
+    one strategy and seed among others (the Snakefile, which exports them in a rule of their own).
     """
     names = registry.select(params["strategy"] if strategies is None else list(strategies))
     seeds = seed_list(params["train"]) if seeds is None else list(seeds)
@@ -627,6 +652,7 @@ def train_dataset(params: dict, dataset: str, strategies: list[str] | None = Non
     manifest_sha = sha256_file(manifest)
     vgg = None
     data = None
+    validation = False  # the validation set, built when the first strategy is trained (None = off)
     outputs = []
     for name in names:
         strategy = registry.get(name)
@@ -646,9 +672,23 @@ def train_dataset(params: dict, dataset: str, strategies: list[str] | None = Non
             if data is None and strategy.trains_generator:
                 lr, hr, _ = imageset.load_pairs(dataset, "train", root)
                 data = (lr, hr)
-            outputs.append(train_strategy(run_params, dataset, name, out_dir, data, manifest_sha, vgg, stop_after))
+            if validation is False and strategy.trains_generator:
+                device = choose_device(params["train"].get("device", "auto"))
+                validation = monitor.validation_set(params, dataset, root, device)
+            outputs.append(train_strategy(run_params, dataset, name, out_dir, data, manifest_sha, vgg, stop_after,
+                                          validation or None))
     export_curves(dataset, outputs, root)
+    if curves:
+        export_monitoring(params, dataset, root, outputs)
     return outputs
+
+
+def export_monitoring(params: dict, dataset: str, root: Path = Path("."), extra: list[Path] = ()) -> dict:
+    """plots/curves/<dataset>/ and metrics/<dataset>-train.json (pipeline.monitor.export) from every
+    completed model of the `strategy` x `train.seeds` selection (and `extra` folders)."""
+    selected = [Path(root) / paths.model_dir(dataset, registry.slug(n), s)
+                for n in registry.select(params["strategy"]) for s in seed_list(params["train"])]
+    return monitor.export(dataset, list(dict.fromkeys(selected + list(extra))), Path(root))
 
 
 def export_curves(dataset: str, model_dirs: list[Path], root: Path = Path(".")) -> None:

@@ -8,7 +8,7 @@ from pipeline import strategies
 from pipeline.cli import run, stage_parser
 from pipeline.config import dataset_spec, load_params
 from pipeline.errors import ConfigError
-from pipeline.train import train_dataset
+from pipeline.train import export_monitoring, train_dataset
 
 
 def main() -> None:
@@ -19,6 +19,9 @@ def main() -> None:
                              "dis+rec) or a list in YAML form, e.g. '[dis, rec]'")
     parser.add_argument("--seed", type=int, default=None,
                         help="train this seed only (a non-negative integer), overriding `train.seeds`")
+    parser.add_argument("--curves-only", action="store_true",
+                        help="train nothing: write plots/curves/<dataset>/ and metrics/<dataset>-train.json from the "
+                             "trained models of the selection (the Snakefile's train_curves rule)")
     args = parser.parse_args()
     params = load_params(args.params)
     dataset_spec(params, args.dataset)  # unknown dataset -> ConfigError naming the valid ones
@@ -26,7 +29,12 @@ def main() -> None:
     if args.seed is not None and args.seed < 0:
         raise ConfigError(f"--seed: must be a non-negative integer, got {args.seed}")
     seeds = None if args.seed is None else [args.seed]
-    train_dataset(params, args.dataset, selected, Path("."), seeds=seeds)
+    if args.curves_only:
+        export_monitoring(params, args.dataset, Path("."))
+        return
+    # one strategy or seed among others (a Snakemake job): the per-dataset overlays are another rule's
+    train_dataset(params, args.dataset, selected, Path("."), seeds=seeds,
+                  curves=args.strategy is None and args.seed is None)
 
 
 if __name__ == "__main__":

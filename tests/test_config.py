@@ -54,6 +54,8 @@ CASES = [
     ("data.sample-natural.source.type", "s3", ["data.sample-natural.source.type", "skimage", "pypi", "url", "folder"]),
     ("data.sample-aerial.source.package", "deepforest", ["data.sample-aerial.source.package", "NAME==VERSION"]),
     ("data.dtd.source.url", "ftp://x/y.tar", ["data.dtd.source.url", "https://"]),
+    ("train.validate_every", -10, ["train.validate_every", "-10", "integer >= 0"]),
+    ("train.validate_images", 0, ["train.validate_images", "positive integer"]),
 ]
 
 

@@ -89,7 +89,8 @@ def test_paper_configuration_lists_every_job(tmp_path):
     calls = _stage_calls(dry)
     n_strategies = sum(strategies.get(s).trains_generator for s in strategies.select(params["strategy"]))
     trains = [line for line in dry.splitlines() if line.startswith("Shell command: python stages/train.py")]
-    assert len(trains) == 3 * n_strategies
+    curves = [line for line in trains if "--curves-only" in line]   # one per dataset: overlays + train metrics
+    assert len(trains) - len(curves) == 3 * n_strategies and len(curves) == 3
     for ds in ("imagenet", "dtd", "sat"):
         for stage in ("download", "crop", "train", "evaluate"):
             assert (stage, ds) in calls
@@ -119,7 +120,7 @@ def test_snakefile_params_mirror_dvc_yaml():
     for rule in ("download", "crop", "weights", "train", "evaluate", "report"):
         body = text.split(f"rule {rule}:")[1].split("\nrule ")[0]
         assert f'dvc_params("{rule}"' in body and f'dvc_code("{rule}")' in body and "log:" in body, rule
-    assert dvc["train"]["do"]["params"] == ["strategy", "train", "crop.scale"]   # the Snakefile skips `strategy`
+    assert dvc["train"]["do"]["params"] == ["strategy", "train", "crop.scale", "eval.weights_order"]   # the Snakefile skips `strategy`
 
 
 # --- end to end: a small pipeline run, then what an edit of params.yaml plans -------------------
