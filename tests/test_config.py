@@ -43,7 +43,7 @@ CASES = [
     # (key to set, value, fragments the message must contain)
     ("datasets", ["sample-natural", "imagenett"], ["datasets", "'imagenett'", "sample-natural", "dtd"]),
     ("crop.hr_size", -64, ["crop.hr_size", "-64", "positive integer"]),
-    ("crop.scale", 3, ["crop.scale", "3", "64"]),
+    ("crop.scale", 7, ["crop.scale", "7", "does not divide crop.hr_size"]),
     ("crop.hr_sise", 64, ["crop.hr_sise", "unknown key", "hr_size", "downscale"]),
     ("crop.downscale", "lanczos", ["crop.downscale", "bicubic", "bilinear", "bicubic_antialias", "area", "matlab"]),
     ("crop.lr_from", "original", ["crop.lr_from", "'original'", "hr", "source"]),
@@ -94,13 +94,13 @@ def run_stage(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("stage", ["crop", "download"])
 def test_stage_cli_config_error_exits_2_with_one_line(tmp_path, stage):
-    path = write(tmp_path, set_key(base(), "crop.scale", 5))
+    path = write(tmp_path, set_key(base(), "crop.scale", 7))
     proc = run_stage(str(REPO / "stages" / f"{stage}.py"), "--params", str(path), "--dataset", "sample-natural",
                      cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
-    assert "crop.scale" in lines[0] and "64" in lines[0]
+    assert "crop.scale" in lines[0] and f"hr_size {base()['crop']['hr_size']}" in lines[0]
     assert not (tmp_path / "data").exists()   # stopped before any work
 
 
