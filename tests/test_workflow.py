@@ -13,7 +13,7 @@ import yaml
 from dvc.repo import Repo
 
 from pipeline import strategies
-from pipeline.config import load_params
+from pipeline.config import load_params, seed_list
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_CMD = re.compile(r"python stages/(\w+)\.py --params (\S+)((?: --\w+ \S+)*)")
@@ -64,7 +64,8 @@ def test_snakemake_trains_one_job_per_dataset_strategy_and_seed(tmp_path):
     shutil.copy(REPO / "params.yaml", params_file)
     subprocess.run([sys.executable, "stages/configure.py", "--params", str(params_file), "configs/smoke.yaml"],
                    cwd=REPO, check=True, capture_output=True)
-    params_file.write_text(params_file.read_text().replace("seeds: 1 ", "seeds: [0, 5] "))
+    text = params_file.read_text()
+    params_file.write_text(re.sub(r"(?m)^  seeds: \d+", "  seeds: [0, 5]", text))
     params = load_params(params_file)
     assert params["train"]["seeds"] == [0, 5]
     dry = _snakemake_dry_run(REPO, str(params_file))
@@ -90,7 +91,9 @@ def test_paper_configuration_lists_every_job(tmp_path):
     n_strategies = sum(strategies.get(s).trains_generator for s in strategies.select(params["strategy"]))
     trains = [line for line in dry.splitlines() if line.startswith("Shell command: python stages/train.py")]
     curves = [line for line in trains if "--curves-only" in line]   # one per dataset: overlays + train metrics
-    assert len(trains) - len(curves) == 3 * n_strategies and len(curves) == 3
+    n_seeds = len(seed_list(params["train"]))
+    assert n_seeds == 3                                  # the paper profile trains every strategy 3 times
+    assert len(trains) - len(curves) == 3 * n_strategies * n_seeds and len(curves) == 3
     for ds in ("imagenet", "dtd", "sat"):
         for stage in ("download", "crop", "train", "evaluate"):
             assert (stage, ds) in calls
