@@ -179,16 +179,18 @@ def test_snakemake_reruns_exactly_the_jobs_an_edit_affects(smoke_run):
     work = smoke_run
     params = load_params(work / "params.yaml")
     n_train = sum(strategies.get(s).trains_generator for s in strategies.select(params["strategy"]))
+    n_train *= len(seed_list(params["train"]))        # one job per strategy and seed
+    trained = {"train": n_train, "train_curves": 1}   # + the dataset's overlaid curves and validation metrics
     # a fresh copy runs everything, although reports/index.html and metrics/*.json are committed
-    assert _planned(work) == {"download": 1, "crop": 1, "weights": 1, "train": n_train, "evaluate": 1, "report": 1}
+    assert _planned(work) == {"download": 1, "crop": 1, "weights": 1, **trained, "evaluate": 1, "report": 1}
     _snakemake(work)
-    assert (work / "logs" / "train" / "sample-texture" / "mse.log").is_file()
+    assert (work / "logs" / "train" / "sample-texture" / "mse" / "seed-0.log").is_file()
     assert "Traceback" not in (work / "logs" / "report.log").read_text()
     assert _planned(work) == {}
 
     original = (work / "params.yaml").read_text()
     _overlay(work, "train: {iterations: 3}\n")
-    assert _planned(work) == {"train": n_train, "evaluate": 1, "report": 1}
+    assert _planned(work) == {**trained, "evaluate": 1, "report": 1}
     (work / "params.yaml").write_text(original)   # back as it was: nothing to do, params.yaml's mtime is no trigger
     assert _planned(work) == {}
 
