@@ -55,3 +55,14 @@ def weights_root(tmp_path_factory, user_cache) -> Path:
         (root / paths.CACHE).mkdir(parents=True)
         (root / paths.CACHE / "weights").symlink_to(archives.resolve(), target_is_directory=True)
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread (reductions in a fixed order), then restore the count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

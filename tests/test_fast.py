@@ -69,11 +69,8 @@ def write_crops(root: Path, n: int = 8) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Bit-exact comparisons: one torch thread (conftest.one_torch_thread)."""
 
 
 def train_steps(name: str, use_fast: bool, steps: int = 4) -> list[dict]:

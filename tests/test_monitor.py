@@ -59,11 +59,8 @@ def tsv(folder: Path, name: str) -> pd.DataFrame:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Bit-exact comparisons: one torch thread (conftest.one_torch_thread)."""
 
 
 # ---------------------------------------------------------------- parameters
