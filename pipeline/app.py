@@ -18,12 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from pipeline import cli, paths, strategies
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_bytes, atomic_write_text
+from pipeline.train import choose_device
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -59,13 +59,6 @@ def read_config(folder: Path) -> dict:
         raise UserError(f"{folder / 'config.json'}: unreadable model configuration ({err})") from None
 
 
-def choose_device(setting: str) -> torch.device:
-    """`auto` -> CUDA when present, else CPU; `cuda` without a GPU is the user's to fix."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device: cuda requested but no CUDA device is available; use auto or cpu")
-    return torch.device("cuda" if setting != "cpu" and torch.cuda.is_available() else "cpu")
-
-
 def cmd_upscale(args: argparse.Namespace) -> None:
     from pipeline.models import load_sr_model
     from pipeline.upscale import count_tiles, encode_png, list_images, read_image, super_resolve
@@ -83,7 +76,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
         seen[target] = source
     # every input is decoded before anything is written, so a bad one stops the run with nothing new on disk
     shapes = [read_image(f).shape[:2] for f in files]
-    device = choose_device(args.device)
+    device = choose_device(args.device, "--device")
     try:
         model = load_sr_model(folder).to(device)
     except UserError:
@@ -114,7 +107,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     for path in unpaired:
         print(f"warning: {path.name} has no reference in {args.hr_dir}; skipped", file=sys.stderr)
     cropped = check_pairs(pairs, args.scale)   # a bad pair stops the run before the slow part
-    device = choose_device(args.device)
+    device = choose_device(args.device, "--device")
     order = [s.strip() for s in args.weights_order.split(",") if s.strip()]
     nets, status = perceptual.load_networks(requested, order, args.root, device)
     with tqdm(total=len(pairs), unit="image", desc="score") as bar:

@@ -84,10 +84,10 @@ def inputs_hash(strategy: Strategy, params: dict, manifest_sha256: str, vgg_sha2
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def choose_device(setting: str) -> torch.device:
-    """`auto` -> CUDA when present, else CPU; `cuda` without a GPU is the user's to fix."""
+def choose_device(setting: str, option: str = "train.device") -> torch.device:
+    """`auto` -> CUDA when present, else CPU; `cuda` without a GPU is the user's to fix (`option` names the setting)."""
     if setting == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device: cuda requested but no CUDA device is available; use auto or cpu")
+        raise UserError(f"{option}: cuda requested but no CUDA device is available; use auto or cpu")
     if setting == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
