@@ -15,16 +15,14 @@ parameter deviation, so this table and the overlay cannot drift apart.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from pipeline import paths
+from pipeline import paths, sources, tables
+from pipeline.fileio import read_json
+from pipeline.tables import PAPER_DATASET_LABELS, PAPER_TEST_IMAGES, PAPER_TRAIN_IMAGES
 
-PAPER_TEST_IMAGES = 1000
-PAPER_TRAIN_IMAGES = {"imagenet": 70000, "dtd": 5600, "sat": 235183}  # GCN paper 4.3.1
-PAPER_DATASET_LABELS = {"imagenet": "ImageNet", "dtd": "DTD", "sat": "Sat"}
 PAPER_PREP = {"imagenet": "resize", "dtd": "resize", "sat": "crop"}  # authors' gcn.py; paper 4.3.1 for Sat
 MISSING = object()
 
@@ -130,13 +128,6 @@ def parameter_deviations(params: Mapping) -> list[dict]:
     return out
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def paper_dataset(params: Mapping, dataset: str, root: Path = Path(".")) -> tuple[str | None, str | None]:
     """(the paper's dataset this one is compared with, why it is a stand-in or None).
 
@@ -144,14 +135,13 @@ def paper_dataset(params: Mapping, dataset: str, root: Path = Path(".")) -> tupl
     downloaded because no ILSVRC folder was given); a declared `stand_in_for` always is.
     """
     spec = params.get("data", {}).get(dataset, {})
-    if dataset in PAPER_DATASET_LABELS:
-        source = _read_json(Path(root) / paths.raw_dir(dataset) / "SOURCE.json")
-        reason = source.get("stand_in_reason") if source.get("stand_in") else None
-        return dataset, reason
-    target = spec.get("stand_in_for")
-    if target in PAPER_DATASET_LABELS:
-        return target, spec.get("description") or "declared stand_in_for"
-    return None, None
+    record = sources.stand_in_record(dataset, root)
+    if record:  # as sources.mark_stand_ins marks it for the tables and the report
+        spec = {**spec, "stand_in_for": spec.get("stand_in_for", record["stand_in_for"])}
+    paper_ds, stand_in = tables.paper_dataset({"data": {dataset: spec}}, dataset)
+    if not stand_in:
+        return paper_ds, None
+    return paper_ds, (record or {}).get("stand_in_reason") or spec.get("description") or "declared stand_in_for"
 
 
 def dataset_deviations(params: Mapping, dataset: str, root: Path = Path("."),
@@ -173,7 +163,7 @@ def dataset_deviations(params: Mapping, dataset: str, root: Path = Path("."),
         out.append(deviation(f"{dataset}: test images", n_test, PAPER_TEST_IMAGES,
                              "wider confidence intervals; small differences are not resolved", "data",
                              dataset=dataset))
-    info = _read_json(root / paths.crops_dir(dataset) / "info.json")
+    info = read_json(root / paths.crops_dir(dataset) / "info.json") or {}
     counts = info.get("counts") if isinstance(info.get("counts"), Mapping) else info
     n_train = counts.get("train", counts.get("n_train")) if isinstance(counts, Mapping) else None
     if isinstance(n_train, (int, float)) and n_train < PAPER_TRAIN_IMAGES[paper_ds]:
@@ -198,7 +188,7 @@ def network_deviations(root: Path = Path("."), unavailable: Mapping[str, str] | 
         out.append(deviation(f"{net} perceptual network", "n/a", "ImageNet weights",
                              f"its two PE columns are n/a and the selection rule uses the other networks ({reason})",
                              "network"))
-    manifest = _read_json(Path(root) / paths.WEIGHTS / "manifest.json")
+    manifest = read_json(Path(root) / paths.WEIGHTS / "manifest.json") or {}
     vgg = manifest.get("vgg19")
     if isinstance(vgg, Mapping) and vgg.get("available", True) and vgg.get("source"):
         source = str(vgg["source"])

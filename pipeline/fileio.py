@@ -51,6 +51,14 @@ def atomic_write_json(path: Path, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def read_json(path: Path) -> object | None:
+    """The parsed JSON of a file, or None when it is missing or unreadable (optional records)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 @contextlib.contextmanager
 def staged(dest: Path) -> Iterator[Path]:
     """A temporary folder beside `dest` that replaces it only when the block succeeds."""

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from pipeline import imageset, metrics, paths
-from pipeline.fileio import atomic_write_text
+from pipeline.fileio import atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def export(dataset: str, model_dirs: list[Path], root: Path = Path(".")) -> dict
     curves: dict[str, list[pd.DataFrame]] = {c: [] for c in CURVES}
     per_strategy: dict[str, dict[str, list]] = {}
     for out_dir in model_dirs:
-        config = _read_json(out_dir / "config.json")
+        config = read_json(out_dir / "config.json")
         if not config or config.get("untrained"):
             continue
         name, seed = config["strategy"], int(config.get("seed", 0))
@@ -283,10 +283,3 @@ def export(dataset: str, model_dirs: list[Path], root: Path = Path(".")) -> dict
         out["strategies"][name] = row
     atomic_write_text(root / paths.train_metrics_path(dataset), json.dumps(out, indent=2))
     return out
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

@@ -345,14 +345,20 @@ def make_source(source_spec: dict, root: Path = Path(".")) -> Source:
     return SOURCES[kind](source_spec, root)
 
 
+def stand_in_record(name: str, root: Path = Path(".")) -> dict | None:
+    """The SOURCE.json of a dataset downloaded as a stand-in (stand_in_for, stand_in_reason), else None."""
+    path = Path(root) / paths.raw_dir(name) / SOURCE_FILE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    return record if record.get("stand_in") else None
+
+
 def mark_stand_ins(params: dict, root: Path = Path(".")) -> dict:
     """A copy of params where each run dataset whose SOURCE.json records a stand-in download has
     `stand_in_for` set (e.g. imagenet fetched as Imagenette), so the tables and report label it."""
     data = dict(params["data"])
     for name in params["datasets"]:
-        path = Path(root) / paths.raw_dir(name) / SOURCE_FILE
-        record = json.loads(path.read_text()) if path.is_file() else {}
-        if record.get("stand_in") and name in data:
+        record = stand_in_record(name, root)
+        if record and name in data:
             data[name] = {**data[name], "stand_in_for": data[name].get("stand_in_for", record["stand_in_for"])}
     return {**params, "data": data}
 

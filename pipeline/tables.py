@@ -31,11 +31,6 @@ from pipeline import paths, stats
 PAPER_DATASETS = ("imagenet", "dtd", "sat")
 PAPER_DATASET_LABELS = {"imagenet": "ImageNet", "dtd": "DTD", "sat": "Sat"}
 PAPER_TEST_IMAGES = 1000
-PAPER_ITERATIONS = 5000
-PAPER_HR_SIZE = 256
-PAPER_SCALE = 4
-PAPER_BATCH_SIZE = 10
-PAPER_LR = 2e-4
 PAPER_TRAIN_IMAGES = {"imagenet": 70000, "dtd": 5600, "sat": 235183}  # GCN paper 4.3.1
 
 # Paper's row orders: Table 2 lists the GCN variants, Tables 3-4 the baselines first.
