@@ -184,14 +184,20 @@ def compile_trainer(trainer: Trainer) -> None:
 
 
 def time_training(params: dict, name: str, fast: bool, device: torch.device, vgg: torch.nn.Module | None,
-                  warmup: int, iters: int, phase: str = "main", compile_: bool = False) -> float:
-    """Seconds per training iteration, the loop of pipeline.train.train_strategy on synthetic crops."""
+                  warmup: int, iters: int, phase: str = "main", compile_: bool = False,
+                  precision: str | None = None, stats: dict | None = None) -> float:
+    """Seconds per training iteration, the loop of pipeline.train.train_strategy on synthetic crops.
+
+    `precision` (bf16 / fp32) overrides pipeline.fast.precision (e.g. bf16 on a CPU that emulates it).
+    `stats`, when given, receives `warmup_extra_s`: the warm-up's seconds beyond the timed rate (with
+    `compile_`, the compilation time torch.compile must win back).
+    """
     train, hr_size, scale = params["train"], int(params["crop"]["hr_size"]), int(params["crop"]["scale"])
     strategy = registry.get(name)
     if fast:
         fast_path.configure_backends(device)
     trainer = Trainer(strategy, train, hr_size, scale, device,
-                      copy.deepcopy(vgg) if strategy.needs_vgg19 else None, fast=fast)
+                      copy.deepcopy(vgg) if strategy.needs_vgg19 else None, fast=fast, precision=precision)
     if phase == "main" and strategy.extractor == "autoencoder":
         trainer.freeze_extractor()
     if compile_:
@@ -219,10 +225,35 @@ def time_training(params: dict, name: str, fast: bool, device: torch.device, vgg
             read_back(pending)
         sync(device)
 
+    start = time.perf_counter()
     run(1, warmup)
+    warm = time.perf_counter() - start
     start = time.perf_counter()
     run(warmup + 1, total)
-    return (time.perf_counter() - start) / iters
+    seconds = (time.perf_counter() - start) / iters
+    if stats is not None:
+        stats["warmup_extra_s"] = max(warm - warmup * seconds, 0.0)
+    return seconds
+
+
+def matmul_ceiling(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of a large n x n x n matrix product in `dtype` on `device`: the machine's practical limit.
+
+    The median of `reps` timed products after one warm-up, on random data (zeros can run faster).
+    """
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    (a @ b).sum().item()
+    times = []
+    for _ in range(reps):
+        sync(device)
+        start = time.perf_counter()
+        c = a @ b
+        sync(device)
+        times.append(time.perf_counter() - start)
+        del c
+    times.sort()
+    return 2 * n ** 3 / times[len(times) // 2]
 
 
 def time_eval(params: dict, nets: dict, device: torch.device, n_images: int, batch: int) -> list[dict]:
@@ -348,7 +379,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-images", type=int, default=16)
     p.add_argument("--paper-eval-images", type=int, default=None, help="default: --eval-images (4 on CPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--compile", action="store_true", help="also time the fast path with torch.compile")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the fast path with torch.compile, and its compile time")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time the fast path in bf16 autocast, even where the CPU emulates bf16")
     p.add_argument("--tiny", action="store_true", help="smoke run: tiny networks and sizes, 1+1 iterations")
     p.add_argument("--root", type=Path, default=REPO, help="where weights/ is (pipeline.weights cache)")
     p.add_argument("--out", type=Path, default=REPO / "bench")
@@ -375,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     on_cpu = device.type == "cpu"
     env = environment(device)
     auto_fast = fast_path.resolve("auto", device)
+    env["fast_precision"] = fast_path.precision(device, auto_fast)
+    env["native_bf16"] = device.type == "cuda" or fast_path.native_bf16_cpu()
+    print("  matmul ceilings ...", file=sys.stderr, flush=True)
+    n = 512 if args.tiny else 2048
+    ceilings = {"fp32": matmul_ceiling(device, torch.float32, n), "bf16": matmul_ceiling(device, torch.bfloat16, n)}
+    env.update({"matmul_fp32": ceilings["fp32"], "matmul_bf16": ceilings["bf16"], "matmul_n": n})
     print(f"bench on {env['device']}, torch {env['torch']}, {env['threads']} threads, load {env['load_average_start']}",
           file=sys.stderr)
 
@@ -418,8 +458,16 @@ def main(argv: list[str] | None = None) -> int:
                 row["plain"] = 1 / time_training(params, name, False, device, vgg, warmup, iters, phase)
                 print(f"  train {size} {item}: fast ...", file=sys.stderr, flush=True)
                 row["fast"] = 1 / time_training(params, name, True, device, vgg, warmup, iters, phase)
+                if args.bf16:
+                    print(f"  train {size} {item}: fast bf16 ...", file=sys.stderr, flush=True)
+                    row["bf16"] = 1 / time_training(params, name, True, device, vgg, warmup, iters, phase,
+                                                    precision="bf16")
                 if args.compile:
-                    row["compiled"] = 1 / time_training(params, name, True, device, vgg, warmup, iters, phase, True)
+                    print(f"  train {size} {item}: fast compiled ...", file=sys.stderr, flush=True)
+                    stats: dict = {}
+                    row["compiled"] = 1 / time_training(params, name, True, device, vgg, warmup, iters, phase, True,
+                                                        stats=stats)
+                    row["compile_s"] = stats["warmup_extra_s"]
                 row["measured"] = True
             train_rows[item] = row
         # unmeasured strategies: seconds from their FLOPs at the measured strategies' mean seconds per FLOP
@@ -432,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
                         r[mode] = 1 / (r["flops"] * s_per_flop)
         for r in train_rows.values():
             r["ratio"] = r["fast"] / r["plain"] if r["fast"] and r["plain"] else None
+            # achieved share of the matmul ceiling of each path's precision (plain is fp32)
+            r["plain_of_peak"] = r["plain"] * r["flops"] / ceilings["fp32"] if r["plain"] else None
+            r["fast_of_peak"] = r["fast"] * r["flops"] / ceilings[env["fast_precision"]] if r["fast"] else None
+            if r.get("compiled") and r.get("compile_s") is not None and r["compiled"] > r["fast"]:
+                r["break_even"] = r["compile_s"] / (1 / r["fast"] - 1 / r["compiled"])  # iterations to repay it
             r["h100_plain"] = 1 / h100_iteration(r["count"], False)
             r["h100_fast"] = 1 / h100_iteration(r["count"], True)
             rows.append(r)
@@ -494,9 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-CSV_COLUMNS = ("section", "size", "hr", "batch", "item", "unit", "plain", "fast", "ratio", "compiled", "measured",
-               "flops", "ops", "h100_plain", "h100_fast", "warmup", "iters", "device", "torch", "cuda", "threads",
-               "load_average_start", "load_average_end")
+CSV_COLUMNS = ("section", "size", "hr", "batch", "item", "unit", "plain", "fast", "ratio", "bf16", "compiled",
+               "compile_s", "break_even", "measured", "flops", "ops", "plain_of_peak", "fast_of_peak", "h100_plain",
+               "h100_fast", "warmup", "iters", "device", "torch", "cuda", "threads", "fast_precision", "native_bf16",
+               "matmul_fp32", "matmul_bf16", "matmul_n", "load_average_start", "load_average_end")
 
 
 def write_csv(path: Path, rows: list[dict], env: dict) -> None:
@@ -510,10 +564,14 @@ def render_markdown(env: dict, per_size: dict, estimates: list[str], notes: list
            f"- {env['threads']} torch threads on {env['cpus']} CPUs; load average (1, 5, 15 min) "
            f"{env['load_average_start']} at start, {env['load_average_end']} at end; {env['date']}",
            f"- command: `python bench/bench.py {' '.join(sys.argv[1:]) if sys.argv[0].endswith('bench.py') else ''}`".rstrip(),
-           f"- train.fast=auto selects the **{'fast' if auto_fast else 'plain'}** path on this device. "
+           f"- train.fast=auto selects the **{'fast' if auto_fast else 'plain'}** path on this device, in "
+           f"**{env['fast_precision']}** (native bf16 arithmetic: {'yes' if env['native_bf16'] else 'no'}). "
            "plain = host batches, loss read back every step, contiguous fp32; fast = pipeline.fast "
-           "(crops on the device, channels_last, grouped loss read-back; on CUDA also bf16 autocast, fused Adam, "
-           "cuDNN autotuning).",
+           "(crops on the device, channels_last, grouped loss read-back; bf16 autocast on CUDA and on CPUs with "
+           "native bf16; on CUDA also fused Adam and cuDNN autotuning).",
+           f"- Matmul ceilings measured in this run ({env['matmul_n']}^3 products, median of 5): fp32 "
+           f"{env['matmul_fp32'] / 1e9:.1f} GFLOP/s, bf16 {env['matmul_bf16'] / 1e9:.1f} GFLOP/s. `% peak` = a "
+           "path's achieved GFLOP/s over the ceiling of its precision (plain: fp32).",
            "- Synthetic random uint8 crops; weights from pipeline.weights (cache). GFLOP = multiply-adds x 2 of "
            "convolutions and matmuls (torch.utils.flop_counter), forward and backward; ops = aten ops per iteration "
            "(about one kernel launch each on CUDA).", ""]
@@ -524,14 +582,22 @@ def render_markdown(env: dict, per_size: dict, estimates: list[str], notes: list
                 f"{r0['warmup']} warm-up + {r0['iters']} timed iterations per strategy and path. "
                 "Rows marked * were not timed at this size: their rates are estimated from their FLOPs.", "",
                 "| strategy | GFLOP/it | ops/it | plain it/s | fast it/s | fast/plain | plain GFLOP/s | fast GFLOP/s "
-                + ("| compiled it/s " if args.compile else "") + "| H100 est. plain it/s | H100 est. fast it/s |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.compile else "") + "---:|---:|"]
+                "| plain % peak | fast % peak "
+                + ("| fast bf16 it/s " if args.bf16 else "")
+                + ("| compiled it/s | compile s | break-even it " if args.compile else "")
+                + "| H100 est. plain it/s | H100 est. fast it/s |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.bf16 else "")
+                + ("---:|---:|---:|" if args.compile else "") + "---:|---:|"]
         for item, r in train_rows.items():
             star = "" if r["measured"] else " *"
             gf = lambda rate: "n/a" if rate is None else f"{rate * r['flops'] / 1e9:.1f}"
+            pct = lambda share: "n/a" if share is None else f"{100 * share:.1f}%"
             out.append(f"| {item}{star} | {r['flops'] / 1e9:.1f} | {r['ops']} | {fmt(r['plain'])} | {fmt(r['fast'])} | "
                        f"{fmt(r['ratio'])} | {gf(r['plain'])} | {gf(r['fast'])} | "
-                       + (f"{fmt(r['compiled'])} | " if args.compile else "")
+                       f"{pct(r.get('plain_of_peak'))} | {pct(r.get('fast_of_peak'))} | "
+                       + (f"{fmt(r.get('bf16'))} | " if args.bf16 else "")
+                       + (f"{fmt(r.get('compiled'))} | {fmt(r.get('compile_s'))} | {fmt(r.get('break_even'))} | "
+                          if args.compile else "")
                        + f"{fmt(r['h100_plain'])} | {fmt(r['h100_fast'])} |")
         out += ["", f"## Evaluation, {label}", "",
                 f"{eval_rows[0].get('batch')} images per batch (eval.batch_size, capped by the number of images) "

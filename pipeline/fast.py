@@ -9,7 +9,11 @@ changes how a step runs, never what it computes (bench/README.md states the tole
   function of (seed, step) as the plain path's (pipeline.train.batch_indices), computed up front
   and uploaded once, so no image data crosses the host-device link during training;
 - channels_last memory format for the conv nets (`memory_format`);
-- bf16 autocast on CUDA (`autocast`); the losses (MSE, BCE-with-logits) are computed in fp32;
+- bf16 autocast (`autocast`) on CUDA, and on a CPU that computes bf16 natively (AVX512-BF16 or AMX-BF16,
+  `native_bf16_cpu`; issue 17 measured 1.9x faster adv,rec iterations on an AVX512-BF16 EPYC). A CPU
+  without it emulates bf16 (measured 12x slower than fp32 on an AVX2-only EPYC, bench/results-cpu.md),
+  so the fast path keeps fp32 there. The losses
+  (MSE, BCE-with-logits) are computed in fp32 either way; `precision` names the choice;
 - cuDNN autotuning (`configure_backends`) and fused Adam on CUDA (`adam`);
 - loss values are read back in groups rather than after every step (pipeline.train), so the
   host can queue the next steps while the GPU works.
@@ -21,6 +25,7 @@ bench/bench.py --compile measures it (`compile_module`).
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Callable, ContextManager, Iterable
 
 import torch
@@ -35,8 +40,9 @@ DEVICE_DATA_SHARE = 0.5   # keep the crops on the GPU only when they use at most
 def resolve(setting: str | bool | None, device: torch.device) -> bool:
     """Whether the fast path is on: `on`/`off` as given, `auto` (or None) = on.
 
-    On CPU the fast path is channels_last alone (bf16 autocast is CUDA only): measured 1.1-1.3x
-    faster with losses equal to within 3e-7 (bench/results-cpu.md), so `auto` takes it there too.
+    On CPU the fast path is channels_last (measured 1.1-1.3x faster with losses equal to within 3e-7,
+    bench/results-cpu.md), plus bf16 autocast where the CPU computes bf16 natively (`precision`), so
+    `auto` takes it there too.
     """
     if isinstance(setting, bool):
         return setting
@@ -64,10 +70,50 @@ def set_memory_format(modules: Iterable[nn.Module | None], fast: bool) -> None:
             module.to(memory_format=memory_format(fast))
 
 
-def autocast(device: torch.device, fast: bool) -> Callable[[], ContextManager]:
-    """A factory of the forward-pass context: bf16 autocast on CUDA in the fast path, else nothing."""
-    if fast and torch.device(device).type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+# CPU flags (Linux /proc/cpuinfo names) of native bf16 arithmetic: AVX512-BF16 dot products or AMX tiles
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+PRECISIONS = ("bf16", "fp32")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux names them (empty when /proc/cpuinfo cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), as torch sees it, else as Linux does.
+
+    Detected, never assumed: without it oneDNN emulates bf16 and a training step is many times
+    slower than in fp32.
+    """
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(p) for p in probes):
+        return any(p() for p in probes)
+    return bool(cpu_flags() & set(BF16_CPU_FLAGS))  # torch builds without the probes
+
+
+def precision(device: torch.device, fast: bool) -> str:
+    """The training precision: `bf16` (autocast) on the fast path where the device computes bf16 natively, else `fp32`."""
+    if not fast:
+        return "fp32"
+    kind = torch.device(device).type
+    return "bf16" if kind == "cuda" or (kind == "cpu" and native_bf16_cpu()) else "fp32"
+
+
+def autocast(device: torch.device, dtype: str) -> Callable[[], ContextManager]:
+    """A factory of the forward-pass context: bf16 autocast for `dtype` bf16 (pipeline.fast.precision), else nothing."""
+    if dtype not in PRECISIONS:
+        raise ValueError(f"precision: invalid value {dtype!r}; valid choices: {', '.join(PRECISIONS)}")
+    if dtype == "bf16":
+        kind = torch.device(device).type
+        return lambda: torch.autocast(kind, dtype=torch.bfloat16)
     return nullcontext
 
 

@@ -146,18 +146,20 @@ class Trainer:
     """The generator, the extractor of one strategy, their optimizers and one update of each.
 
     `vgg` is the frozen VGG19 phi_5,4 module for strategies that need it (pipeline.weights).
-    `fast` switches on the fast path (pipeline.fast: channels_last, bf16 autocast and fused Adam
-    on CUDA, loss values returned as device tensors for a grouped read-back); None = `train.fast`
-    (auto: on). The networks (the shared `vgg` included) are put in the memory
+    `fast` switches on the fast path (pipeline.fast: channels_last, fused Adam on CUDA, loss values
+    returned as device tensors for a grouped read-back); None = `train.fast` (auto: on). `precision`
+    (`bf16` autocast or `fp32`) defaults to pipeline.fast.precision: bf16 on the fast path on CUDA and
+    on CPUs that compute bf16 natively, else fp32. The networks (the shared `vgg` included) are put in the memory
     format of the chosen path in place. The architecture choices (discriminator head, BN on the
     first blocks, decoder output, BN momentum) and `d_update` come from `train` (params.yaml).
     """
 
     def __init__(self, strategy: Strategy, train: dict, hr_size: int, scale: int,
                  device: torch.device = torch.device("cpu"), vgg: nn.Module | None = None,
-                 fast: bool | None = None) -> None:
+                 fast: bool | None = None, precision: str | None = None) -> None:
         self.strategy, self.train, self.device = strategy, train, device
         self.fast = fast_path.resolve(train.get("fast", "auto") if fast is None else fast, device)
+        self.precision = precision or fast_path.precision(device, self.fast)
         self.defer = self.fast  # losses stay on the device until the loop reads them back (check_finite then)
         self.layer = int(train["feature_layer"])
         self.lambda1 = float(train["lambda1"])
@@ -194,7 +196,7 @@ class Trainer:
         if kind == "random":
             self.freeze_extractor()  # P/ran: seeded random weights, never trained
         fast_path.set_memory_format((self.generator, self.extractor, self.vgg), self.fast)
-        self.autocast = fast_path.autocast(device, self.fast)
+        self.autocast = fast_path.autocast(device, self.precision)
 
     @property
     def joint(self) -> bool:
@@ -582,7 +584,7 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
     main_iterations = plan[-1][1]
     config = {**base, "arch": trainer.arch, "lambda1": trainer.lambda1, "lambda2": trainer.lambda2,
               "iterations": main_iterations, "phases": dict(plan), "device": str(device),
-              "fast": fast, "precision": "bf16 autocast" if fast and device.type == "cuda" else "fp32",
+              "fast": fast, "precision": trainer.precision,
               "torch": torch.__version__, "seconds": round(sum(seconds.values()), 3),
               "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
               "seconds_per_iteration": round(seconds["main"] / max(main_iterations, 1), 4),

@@ -218,11 +218,9 @@ def test_models_lists_trained_models_and_config_prints_one(project, capsys):
     assert stop.value.code == 2 and "no model of seed 3; valid seeds: 0" in capsys.readouterr().err
 
 
-def test_score_perceptual_error_with_weights(project, tmp_path):
-    import tempfile
-
+def test_score_perceptual_error_with_weights(project, tmp_path, weights_root):
     from pipeline import perceptual, weights
-    root = Path(tempfile.gettempdir()) / "gcn-bench-test-weights"   # shared with test_perceptual.py
+    root = weights_root   # the session's weights root (tests/conftest.py), never a fixed shared folder
     try:
         state, _ = weights.resolve("alexnet", ["cache", "registry"], root)
     except weights.WeightsUnavailable as err:
