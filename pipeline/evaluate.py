@@ -106,10 +106,11 @@ def score_batch(models: Mapping[Hashable, torch.nn.Module], nets: dict[str, perc
     """Super-resolve one batch with every model and score it: {model key: (SR uint8 NxHxWx3, metric rows)}.
 
     The HR features of each perceptual net are computed once for all strategies; the SR images
-    are scored as saved (8-bit). Rows hold every value column, None for an n/a network.
+    are scored as saved (8-bit), the low-level metrics of the whole batch at once on the device
+    (`metrics.batch_metrics`, float64). Rows hold every value column, None for an n/a network.
     """
     lr_unit = to_unit(lr_u8).to(device)
-    hr_np = hr_u8.permute(0, 2, 3, 1).numpy()
+    hr_device = hr_u8.to(device)
     hr_unit = to_unit(hr_u8).to(device)
     hr_feats = {net: model.features(hr_unit) for net, model in nets.items()}
     results = {}
@@ -117,16 +118,13 @@ def score_batch(models: Mapping[Hashable, torch.nn.Module], nets: dict[str, perc
         sr_u8 = from_unit(model(lr_unit).float().cpu())
         sr_np = sr_u8.permute(0, 2, 3, 1).numpy()
         sr_unit = to_unit(sr_u8).to(device)
-        pe = {}
+        low_level = metrics.batch_metrics(sr_u8.to(device), hr_device, scale)
+        values = {col: v.cpu().tolist() for col, v in low_level.items()}
         for net, pnet in nets.items():
             raw, calibrated = pnet.distances(pnet.features(sr_unit), hr_feats[net])
             raw_col, lin_col = perceptual.columns(net)
-            pe[raw_col], pe[lin_col] = raw.cpu().tolist(), calibrated.cpu().tolist()
-        rows = []
-        for i in range(len(sr_np)):
-            row = metrics.image_metrics(sr_np[i], hr_np[i], scale)
-            row.update({col: pe[col][i] if col in pe else None for col in perceptual.ALL_COLUMNS})
-            rows.append(row)
+            values[raw_col], values[lin_col] = raw.cpu().tolist(), calibrated.cpu().tolist()
+        rows = [{col: values[col][i] if col in values else None for col in VALUE_COLUMNS} for i in range(len(sr_np))]
         results[name] = (sr_np, rows)
     return results
 

@@ -6,9 +6,9 @@ checkpoint (`paths.live_dir`):
 - ``plots/metrics/train/<loss>.tsv``: the losses of every main iteration (loss_g, loss_content, ...);
 - ``plots/metrics/val/{psnr_y,ssim_y,lpips_alex}.tsv``: the validation pass every `train.validate_every`
   main iterations and at the last one, on the first `train.validate_images` test crops of the dataset
-  (sorted by id): PSNR-Y and SSIM-Y (pipeline.metrics, `crop.scale` pixels shaved) and the calibrated
-  LPIPS of AlexNet (pipeline.perceptual; skipped, with one warning, when its ImageNet weights are
-  unavailable);
+  (sorted by id): PSNR-Y and SSIM-Y (pipeline.metrics' batched torch versions, on the training
+  device, `crop.scale` pixels shaved) and the calibrated LPIPS of AlexNet (pipeline.perceptual;
+  skipped, with one warning, when its ImageNet weights are unavailable);
 - ``plots/images/val/<id>.png``: the latest SR image of the first few validation crops;
 - ``metrics.json``: the latest values (DVCLive's summary).
 
@@ -82,19 +82,18 @@ class ValidationSet:
             sr_u8 = imageset.from_unit(generator(imageset.to_unit(self.lr).to(self.device)).float().cpu())
         finally:
             generator.train(was_training)
-        sr = sr_u8.permute(0, 2, 3, 1).numpy()
-        hr = self.hr.permute(0, 2, 3, 1).numpy()
+        sr_device, hr_device = sr_u8.to(self.device), self.hr.to(self.device)
+        psnr_y = metrics.batch_psnr_y(sr_device, hr_device, self.scale).clamp(max=metrics.PSNR_CAP)
         values: dict[str, float | None] = {
-            "val_psnr_y": float(np.mean([min(metrics.psnr_y(s, h, self.scale), metrics.PSNR_CAP)
-                                         for s, h in zip(sr, hr)])),
-            "val_ssim_y": float(np.mean([metrics.ssim_y(s, h, self.scale) for s, h in zip(sr, hr)])),
+            "val_psnr_y": float(psnr_y.mean()),
+            "val_ssim_y": float(metrics.batch_ssim_y(sr_device, hr_device, self.scale).mean()),
             "val_lpips_alex": None,
         }
         if self.lpips_alex is not None:
             net = self.lpips_alex
             _, calibrated = net.distances(net.features(imageset.to_unit(sr_u8).to(self.device)), self.hr_features)
             values["val_lpips_alex"] = float(calibrated.mean())
-        return values, sr
+        return values, sr_u8.permute(0, 2, 3, 1).numpy()
 
 
 def validation_set(params: dict, dataset: str, root: Path, device: torch.device) -> ValidationSet | None:

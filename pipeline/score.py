@@ -2,7 +2,8 @@
 
 Files are paired by stem: `img.png` in the SR folder with `img.<any>` in the HR folder, or, for
 the outputs of `gcn-bench upscale`, `img_x4_<slug>.png` with `img.<any>`. Every low-level metric
-of `pipeline.metrics.image_metrics` is computed (whatever columns it returns), and the perceptual
+of `pipeline.metrics.batch_metrics` is computed on the device (whatever columns it returns, those of
+`image_metrics`; the evaluate stage's code, so both give the same values), and the perceptual
 error of each requested network whose ImageNet weights can be obtained (`pipeline.perceptual`);
 the others are n/a, with the reason.
 """
@@ -65,12 +66,14 @@ def score_pairs(pairs: list[tuple[Path, Path]], scale: int, nets: dict[str, perc
     for sr_path, hr_path in pairs:
         sr = read_image(sr_path)
         hr, _ = match_size(sr, read_image(hr_path), scale, sr_path.name)
-        try:
-            values = metrics.image_metrics(sr, hr, scale)
+        images = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None] for a in (sr, hr)]
+        try:    # the evaluate stage's code path, so both score the same image alike
+            batch = metrics.batch_metrics(images[0].to(device), images[1].to(device), scale)
+            values = {col: float(v[0]) for col, v in batch.items()}
         except ValueError as err:   # too small for the SSIM window or the border shave
             raise UserError(f"{sr_path.name}: {sr.shape[1]}x{sr.shape[0]} is too small to score ({err})") from None
         row = {"image": sr_path.name, "reference": hr_path.name, **values}
-        tensors = [to_unit(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]).to(device) for a in (sr, hr)]
+        tensors = [to_unit(t).to(device) for t in images]
         for net in requested:
             raw_col, lin_col = perceptual.columns(net)
             if net in nets:

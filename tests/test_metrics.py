@@ -1,4 +1,5 @@
-"""Low-level metrics against independent computations on synthetic pairs."""
+"""Low-level metrics: the numpy reference against independent computations on synthetic pairs, and the
+batched torch versions (metrics.batch_*) against the numpy reference on real photographs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import math
 import cv2
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import gaussian_filter, uniform_filter
+from skimage import data
 
 from pipeline import metrics
 
@@ -199,3 +202,124 @@ def test_shave_refuses_images_smaller_than_the_border():
     image = np.arange(25.0).reshape(5, 5)
     assert metrics.shave(image, 0) is image and metrics.shave(image, -1) is image
     assert metrics.shave(image, 1).tolist() == image[1:4, 1:4].tolist()
+
+
+# ---- the batched torch versions against the numpy / scikit-image reference, on real photographs
+TORCH_ATOL = 1e-9        # absolute; the brief asks 1e-6 or better, float64 on both sides gives ~1e-13
+PHOTOS = {"astronaut": data.astronaut, "coffee": data.coffee, "chelsea": data.chelsea}
+
+
+def _degraded(photo: np.ndarray, top: int, left: int, h: int, w: int) -> dict[str, np.ndarray]:
+    """SR-like versions of the h x w crop at (top, left): bicubic x4 round trip, blurred, noisy, shifted."""
+    hr = photo[top:top + h, left:left + w]
+    small = cv2.resize(hr, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
+    noise = np.random.default_rng(h * w).normal(0, 8, hr.shape)
+    return {"bicubic": cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC),
+            "blurred": cv2.GaussianBlur(hr, (0, 0), 1.3),
+            "noisy": np.clip(np.round(hr + noise), 0, 255).astype(np.uint8),
+            "shifted": photo[top + 1:top + 1 + h, left + 2:left + 2 + w]}
+
+
+def _real_pairs(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """SR and HR uint8 NxHxWx3: every photo's crop against each of its degraded versions."""
+    srs, hrs = [], []
+    for photo in (load() for load in PHOTOS.values()):
+        for sr in _degraded(photo, 90, 130, h, w).values():
+            srs.append(sr)
+            hrs.append(photo[90:90 + h, 130:130 + w])
+    return np.stack(srs), np.stack(hrs)
+
+
+def _nchw(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+
+
+# (height, width, scale): the default crops; odd sizes; 19x21 at x4 leaves 11x13 after the shave, the
+# smallest luma the 11x11 window fits; 96x128 at x2 is scored on the CPU in chunks of two images
+SIZES = [(48, 48, 4), (37, 53, 3), (19, 21, 4), (96, 128, 2)]
+
+
+@pytest.mark.parametrize("h,w,scale", SIZES)
+def test_batch_metrics_equal_the_numpy_reference_on_real_photos(h, w, scale):
+    sr, hr = _real_pairs(h, w)
+    batched = metrics.batch_metrics(_nchw(sr), _nchw(hr), scale)
+    assert list(batched) == list(metrics.image_metrics(sr[0], hr[0], scale))
+    assert all(v.dtype == torch.float64 and v.shape == (len(sr),) for v in batched.values())
+    for i in range(len(sr)):
+        for key, value in metrics.image_metrics(sr[i], hr[i], scale).items():
+            assert float(batched[key][i]) == pytest.approx(value, abs=TORCH_ATOL), (key, i)
+    # the degradations are told apart: no metric is constant over the batch
+    assert all(float(v.std()) > 1e-4 for v in batched.values())
+
+
+def test_each_batch_function_equals_its_numpy_reference():
+    sr, hr = _real_pairs(40, 44)
+    s, t = _nchw(sr), _nchw(hr)
+    pairs = list(zip(sr, hr))
+    for batch_fn, fn in [(metrics.batch_l2, metrics.l2), (metrics.batch_mse, metrics.mse),
+                         (metrics.batch_ssim_uniform, metrics.ssim_uniform), (metrics.batch_ssim, metrics.ssim),
+                         (metrics.batch_psnr, metrics.psnr), (metrics.batch_psnr_y, metrics.psnr_y),
+                         (metrics.batch_ssim_y, metrics.ssim_y)]:
+        assert batch_fn(s, t).tolist() == pytest.approx([fn(a, b) for a, b in pairs], abs=TORCH_ATOL), fn.__name__
+    for scale in (2, 5):
+        assert metrics.batch_psnr(s, t, scale).tolist() == pytest.approx(
+            [metrics.psnr(a, b, scale) for a, b in pairs], abs=TORCH_ATOL)
+        assert metrics.batch_ssim_y(s, t, scale).tolist() == pytest.approx(
+            [metrics.ssim_y(a, b, scale) for a, b in pairs], abs=TORCH_ATOL)
+    assert metrics.batch_luma(s)[:, 0].numpy() == pytest.approx(np.stack([metrics.luma(a) for a in sr]), abs=1e-10)
+
+
+@pytest.mark.parametrize("h,w,scale", [(48, 48, 4), (96, 128, 2)])
+def test_batched_equals_one_by_one(h, w, scale):
+    sr, hr = _nchw(_real_pairs(h, w)[0]), _nchw(_real_pairs(h, w)[1])
+    batched = metrics.batch_metrics(sr, hr, scale)
+    single = [metrics.batch_metrics(sr[i:i + 1], hr[i:i + 1], scale) for i in range(len(sr))]
+    for key, values in batched.items():
+        assert values.tolist() == pytest.approx([float(s[key][0]) for s in single], abs=1e-12), key
+    order = torch.arange(len(sr)).flip(0)                  # each value belongs to its own pair
+    flipped = metrics.batch_metrics(sr[order], hr[order], scale)
+    assert all(torch.allclose(flipped[k], batched[k][order], rtol=0, atol=1e-12) for k in batched)
+
+
+def test_uint8_and_float_inputs_agree():
+    sr, hr = _real_pairs(37, 53)
+    from_u8 = metrics.batch_metrics(_nchw(sr), _nchw(hr), 3)
+    unit64 = metrics.batch_metrics(_nchw(sr) / 255.0, _nchw(hr).double() / 255.0, 3)   # float32 and float64
+    for key in from_u8:
+        assert torch.allclose(unit64[key].double(), from_u8[key], rtol=0, atol=1e-5), key
+    exact = metrics.batch_metrics(_nchw(sr).double() / 255.0, _nchw(hr).double() / 255.0, 3)
+    for key in from_u8:
+        assert torch.allclose(exact[key], from_u8[key], rtol=0, atol=1e-12), key
+    # float32 [0,1] images (a generator's output) are taken as is, as the numpy reference takes them
+    sr32, hr32 = sr.astype(np.float32) / 255, hr.astype(np.float32) / 255
+    float_in = metrics.batch_metrics(_nchw(sr32), _nchw(hr32), 3)
+    assert float_in["ssim"].tolist() == pytest.approx([metrics.ssim(a, b) for a, b in zip(sr32, hr32)], abs=TORCH_ATOL)
+    assert float_in["psnr_y"].tolist() == pytest.approx(
+        [metrics.psnr_y(a, b, 3) for a, b in zip(sr32, hr32)], abs=TORCH_ATOL)
+
+
+def test_batch_metrics_of_identical_images_are_perfect_per_image():
+    sr, hr = _real_pairs(48, 48)
+    values = metrics.batch_metrics(_nchw(np.concatenate([hr[:2], sr[2:4]])), _nchw(hr[:4]), 4)
+    assert values["psnr"][:2].isinf().all() and values["psnr_y"][:2].isinf().all() and (values["psnr"][:2] > 0).all()
+    assert values["psnr"][2:].isfinite().all() and values["psnr_y"][2:].isfinite().all()
+    assert values["l2"][:2].tolist() == [0, 0] and values["ssim_error"][:2].tolist() == [0, 0]
+    assert values["ssim"][:2].tolist() == [1, 1] and values["ssim_y"][:2].tolist() == [1, 1]
+    assert (values["ssim_error"][2:] > 0).all()
+
+
+def test_batch_metrics_refuse_what_the_reference_refuses():
+    tiny = torch.zeros(2, 3, 6, 6, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="cannot shave 3 pixels from a 6x6 image"):
+        metrics.batch_psnr(tiny, tiny, 3)
+    with pytest.raises(ValueError, match="cannot shave 3 pixels from a 6x20 image"):
+        metrics.batch_shave(torch.zeros(1, 1, 6, 20), 3)
+    with pytest.raises(ValueError, match="6x6 image is smaller than the 7x7 SSIM window"):
+        metrics.batch_ssim_uniform(tiny, tiny)
+    with pytest.raises(ValueError, match="smaller than the 11x11"):
+        small = torch.zeros(1, 3, 18, 30, dtype=torch.uint8)    # 10x22 after the shave
+        metrics.batch_ssim_y(small, small, 4)
+    with pytest.raises(ValueError, match="Nx3xHxW"):
+        metrics.batch_mse(torch.zeros(3, 8, 8), torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.batch_metrics(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 30), 4)
