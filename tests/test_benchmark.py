@@ -162,7 +162,7 @@ def test_no_benchmark_selected_writes_an_empty_record_without_models(tmp_path):
 
 
 def test_modcrop_keeps_the_top_left_multiple_of_the_scale():
-    from pipeline.benchmark import modcrop
+    from pipeline.protocol import modcrop
 
     image = np.arange(7 * 10 * 3).reshape(7, 10, 3)
     assert np.array_equal(modcrop(image, 4), image[:4, :8])

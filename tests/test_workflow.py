@@ -120,7 +120,7 @@ def test_snakefile_params_mirror_dvc_yaml():
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     text = (REPO / "Snakefile").read_text()
-    for rule in ("download", "crop", "weights", "train", "evaluate", "report"):
+    for rule in ("download", "crop", "weights", "train", "evaluate", "sr_benchmark", "report"):
         body = text.split(f"rule {rule}:")[1].split("\nrule ")[0]
         assert f'dvc_params("{rule}"' in body and f'dvc_code("{rule}")' in body and "log:" in body, rule
     assert dvc["train"]["do"]["params"] == ["strategy", "train", "crop.scale", "eval.weights_order"]   # the Snakefile skips `strategy`
