@@ -63,10 +63,6 @@ class BenchRow:
     best: dict[str, bool] = field(default_factory=dict)
     published: list[Published] = field(default_factory=list)
 
-    @property
-    def label(self) -> str:
-        return tables.method_label(self.strategy)
-
 
 @dataclass
 class BenchBlock:
