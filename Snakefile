@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import paths, strategies
-from pipeline.config import load_params, seed_list
+from pipeline.config import benchmark_sets, load_params, seed_list
 
 PARAMS = config.get("params", "params.yaml")
 P = load_params(PARAMS)
@@ -28,6 +28,7 @@ P = load_params(PARAMS)
 PARAMS_FILE = Path(PARAMS)
 ENV = "envs/gcn-bench.yaml"
 DATASETS = P["datasets"]
+BENCHMARKS = benchmark_sets(P)   # test-only sets every trained model is also scored on (eval.benchmarks)
 # one training job per strategy that trains a generator and seed (bicubic needs none: evaluate builds it)
 SLUGS = [strategies.slug(s) for s in strategies.select(P["strategy"]) if strategies.get(s).trains_generator]
 SEEDS = seed_list(P["train"])
@@ -67,7 +68,7 @@ def dvc_params(name, dataset="", skip=()):
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS),
+    dataset="|".join(DATASETS + BENCHMARKS),
     slug="|".join(s.replace("+", r"\+") for s in SLUGS),
     seed=r"\d+",
 
@@ -78,6 +79,8 @@ rule all:
 
 
 rule download:
+    # the run's datasets (dvc's download stage) and the test-only sets (its download_benchmark stage,
+    # the same command and deps)
     input:
         code=dvc_code("download"),
     output:
@@ -193,14 +196,37 @@ rule evaluate:
         "python stages/evaluate.py --params {params.file} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
+rule sr_benchmark:
+    input:
+        expand(f"{paths.RAW}/{{benchmark}}", benchmark=BENCHMARKS),
+        rules.weights.output,
+        lambda wc: TRAINED(wc.dataset),
+        code=dvc_code("sr_benchmark"),
+    output:
+        str(paths.benchmark_results_path("{dataset}")),
+        str(paths.benchmark_metrics_path("{dataset}")),
+    params:
+        file=PARAMS_FILE,
+        sections=lambda wc: dvc_params("sr_benchmark", wc.dataset),
+    conda:
+        ENV
+    log:
+        "logs/sr_benchmark/{dataset}.log",
+    resources:
+        gpu=1,
+    shell:
+        "python stages/benchmark.py --params {params.file} --dataset {wildcards.dataset} > {log} 2>&1"
+
+
 rule report:
     input:
         # dvc's report deps: data/raw, data/crops, weights, metrics, results, models
-        expand(f"{paths.RAW}/{{dataset}}", dataset=DATASETS),
+        expand(f"{paths.RAW}/{{dataset}}", dataset=DATASETS + BENCHMARKS),
         expand(f"{paths.CROPS}/{{dataset}}", dataset=DATASETS),
         rules.weights.output,
         expand(f"{paths.METRICS}/{{dataset}}.json", dataset=DATASETS),
         expand(f"{paths.METRICS}/{{dataset}}-train.json", dataset=DATASETS),
+        [str(paths.benchmark_metrics_path(ds)) for ds in DATASETS],
         expand(f"{paths.RESULTS}/{{dataset}}", dataset=DATASETS),
         [path for ds in DATASETS for path in TRAINED(ds)],
         code=dvc_code("report"),

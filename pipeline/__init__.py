@@ -11,7 +11,11 @@ Modules (one job each):
     weights     ImageNet backbone weights resolver (cache, torchvision URL, registry packages)
     metrics     L2, SSIM, PSNR
     perceptual  the six-network perceptual error (LPIPS)
+    device      which torch device a stage runs on
     evaluate    super-resolve the test set and compute every metric
+    protocol    the standard SR protocol: trained models on whole Set5 / Set14 / BSD100 images
+    benchmark   the sr_benchmark stage's files (metrics/<dataset>-benchmarks.json)
+    published   SRGAN's and the DP paper's published benchmark numbers beside ours
     report      versioned HTML reports beside the paper's numbers
 """
 

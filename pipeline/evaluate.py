@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 from pipeline import deviations, metrics, paths, perceptual, stats, strategies, tables
 from pipeline.config import seed_list
+from pipeline.device import choose_device
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.imageset import from_unit, load_pairs, to_unit
-from pipeline.train import choose_device
 from pipeline.weights import DEFAULT_ORDER
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,8 @@ REPORTS = Path("reports")     # reports/index.html, reports/<version>/index.html
 # dvc outputs so that rerunning a stage never downloads again; shared across clones via GCN_BENCH_CACHE.
 CACHE = Path(os.environ.get("GCN_BENCH_CACHE", "data/cache"))
 PAPER_RESULTS = Path(__file__).parent / "resources" / "gcn_paper_results.csv"
+# Published Set5 / Set14 / BSD100 / Urban100 numbers of the other source documents (SRGAN, DP paper)
+PUBLISHED_SR_RESULTS = Path(__file__).parent / "resources" / "sr_benchmark_results.csv"
 
 
 def raw_dir(dataset: str) -> Path:
@@ -67,3 +69,13 @@ def curves_dir(dataset: str) -> Path:
 def train_metrics_path(dataset: str) -> Path:
     """Final validation values per strategy (dvc metrics): metrics/<dataset>-train.json."""
     return METRICS / f"{dataset}-train.json"
+
+
+def benchmark_metrics_path(dataset: str) -> Path:
+    """A dataset's models scored on the test-only sets (the standard SR protocol): metrics/<dataset>-benchmarks.json."""
+    return METRICS / f"{dataset}-benchmarks.json"
+
+
+def benchmark_results_path(dataset: str) -> Path:
+    """Per-image values of that protocol, one row per set, image, strategy and seed: results/<dataset>-benchmarks.csv."""
+    return RESULTS / f"{dataset}-benchmarks.csv"

@@ -1,8 +1,8 @@
 """The versioned HTML report: Tables 2-5 beside the paper, figures, training curves, run card.
 
-`build_report` reads what the other stages wrote (metrics/<ds>.json, results/<ds>/per_image.csv,
-results/<ds>/sr/, data/crops/<ds>/, models/<ds>/<slug>/seed-<k>/, data/raw/<ds>/SOURCE.json,
-weights/manifest.json) and writes, under reports/:
+`build_report` reads what the other stages wrote (metrics/<ds>.json, metrics/<ds>-benchmarks.json,
+results/<ds>/per_image.csv, results/<ds>/sr/, data/crops/<ds>/, models/<ds>/<slug>/seed-<k>/,
+data/raw/<ds>/SOURCE.json, weights/manifest.json) and writes, under reports/:
 
 - `<version>/index.html`: one self-contained page (inline CSS, images as data: URIs) that
   opens offline; `<version>/summary.json`: the numbers the comparison page needs;
@@ -11,7 +11,8 @@ weights/manifest.json) and writes, under reports/:
 
 The version is the DVC experiment name inside `dvc exp run` (DVC sets DVC_EXP_NAME for every
 stage command of an experiment), else `<git short rev>[-dirty]-<params hash>`.
-The table logic lives in pipeline.tables.
+The table logic lives in pipeline.tables, that of the standard SR protocol's table (our
+Set5/Set14/BSD100 scores beside SRGAN's and the DP paper's) in pipeline.published.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline import deviations, paths, sources, stats, strategies, tables
+from pipeline import deviations, paths, published, sources, stats, strategies, tables
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_text
 from pipeline.imageset import read_manifest, read_png
@@ -151,6 +152,16 @@ def load_metrics(params: Mapping, root: Path) -> dict[str, dict]:
         if record is None:
             raise UserError(f"{path}: no metrics for dataset {ds!r}; run the evaluate stage first (dvc repro evaluate@{ds})")
         out[ds] = record
+    return out
+
+
+def load_benchmarks(params: Mapping, root: Path) -> dict[str, dict]:
+    """metrics/<ds>-benchmarks.json (the standard SR protocol) of every dataset of the run that has one."""
+    out = {}
+    for ds in params["datasets"]:
+        record = _read_json(root / paths.benchmark_metrics_path(ds))
+        if record:
+            out[ds] = record
     return out
 
 
@@ -617,7 +628,9 @@ def build_report(params: dict, root: Path = Path("."), version: str | None = Non
 
     env = environment()
     page = env.get_template("report.html.j2")
+    benchmarks = published.build_blocks(load_benchmarks(params, root), published.load_published())
     context = {"version": version, "created": created, "tables": table_list, "columns": tables.COLUMNS,
+               "benchmarks": benchmarks, "bench_columns": published.COLUMNS,
                "datasets": datasets, "card": card, "versions": versions, "alpha": stats.ALPHA,
                "agreement": tables.agreement_rows(params, metrics),
                "paper_columns": [c for c in tables.COLUMNS if c.in_paper]}

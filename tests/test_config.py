@@ -56,6 +56,8 @@ CASES = [
     ("data.dtd.source.url", "ftp://x/y.tar", ["data.dtd.source.url", "https://"]),
     ("train.validate_every", -10, ["train.validate_every", "-10", "integer >= 0"]),
     ("train.validate_images", 0, ["train.validate_images", "positive integer"]),
+    ("eval.benchmarks", ["sample-natural"], ["eval.benchmarks", "'sample-natural'", "set5", "set14", "bsd100"]),
+    ("eval.benchmarks", "set5", ["eval.benchmarks", "must be a list", "urban100"]),
 ]
 
 
@@ -126,3 +128,30 @@ def test_download_stage_offline_names_url_and_hand_path(tmp_path):
     line = proc.stderr.strip()
     assert "\n" not in line and url in line
     assert str((tmp_path / "data" / "cache" / "url" / "set5" / "Set5_HR.tar.gz").resolve()) in line
+    assert str((tmp_path / "data" / "user" / "set5").resolve()) in line     # or a folder of its images
+
+
+@pytest.mark.parametrize("profile", ["srgan", "dogs"])
+def test_srgan_and_dogs_profiles_apply_with_the_configure_stage(tmp_path, profile):
+    """configs/srgan.yaml (SRGAN 3.2 on DIV2K, scored on Set5/Set14/BSD100) and configs/dogs.yaml (seed 003)."""
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    proc = run_stage(str(REPO / "stages" / "configure.py"), "--params", str(path), str(REPO / "configs" / f"{profile}.yaml"),
+                     cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    params = load_params(path)
+    train = params["train"]
+    # SRGAN's generator and discriminator, 96 px crops at x4, batches of 16, Adam(1e-4, beta1 0.9), 1e-3 adversarial
+    assert params["crop"]["hr_size"] == 96 and params["crop"]["scale"] == 4
+    assert train["generator"] == {"blocks": 16, "width": 64, "upsample": "pixelshuffle"}
+    assert train["discriminator"]["head"] == "flatten" and train["discriminator"]["plain_blocks"] == 1
+    assert (train["batch_size"], train["lr"], train["beta1"], train["lambda2"]) == (16, 1e-4, 0.9, 1e-3)
+    if profile == "srgan":
+        assert params["datasets"] == ["div2k"] and params["strategy"] == ["bicubic", "mse", "cla", "srgan"]
+        assert params["eval"]["benchmarks"] == ["set5", "set14", "bsd100"]
+        assert (train["pretrain_mse"], train["iterations"]) == (10 ** 6, 2 * 10 ** 5)
+        assert params["crop"]["downscale"] == "matlab"
+    else:
+        assert params["datasets"] == ["dogs"] and params["strategy"] == ["bicubic", "mse", "srgan"]
+        assert (train["pretrain_mse"], train["iterations"]) == (20000, 5000)
+        assert params["crop"]["downscale"] == "bicubic" and params["eval"]["benchmarks"] == []

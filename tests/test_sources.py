@@ -280,3 +280,44 @@ def test_downloaded_stand_in_is_labelled_and_the_user_folder_is_not(server, tmp_
     record, files = read_record(tmp_path / "data" / "raw" / "imagenet")
     assert "stand_in" not in record and [f.name for f in files] == ["ILSVRC2012_val_00000293.JPEG"]
     assert tables.paper_dataset(mark_stand_ins(params, tmp_path), "imagenet") == ("imagenet", False)
+
+
+def test_paper_profile_sat_downloads_offline_as_the_labelled_neon_stand_in(tmp_path):
+    """configs/paper.yaml selects sat; with no user image and no downloadable source, the NEON tiles of the
+    deepforest wheel stand in (already in the cache here: pip cannot reach any index), labelled as such."""
+    from pipeline import tables
+    from pipeline.config import load_params
+    from pipeline.sources import mark_stand_ins
+
+    repo = Path(__file__).resolve().parents[1]
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((repo / "params.yaml").read_text())
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo), "PIP_INDEX_URL": f"http://127.0.0.1:{free_port()}/simple",
+           "PIP_NO_CACHE_DIR": "1", "PIP_RETRIES": "0"}
+    run = lambda *args: subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True,
+                                       text=True, timeout=300)
+    assert run(str(repo / "stages" / "configure.py"), str(repo / "configs" / "paper.yaml")).returncode == 0
+    params = load_params(params_file)
+    assert params["datasets"] == ["imagenet", "dtd", "sat"]
+    source = params["data"]["sat"]["source"]
+    assert not str(source.get("url", "")).endswith(".html")            # no web page posing as an image
+    wheel = {f"deepforest/data/{name}": png_bytes(i, 40) for i, name in enumerate(
+        ["2019_YELL_2_528000_4978000_image_crop2.png", "OSBS_029.png", "SOAP_061.png", "OSBS_029.tif"])}
+    cache = tmp_path / "data" / "cache" / "pypi" / source["package"].replace("==", "-")
+    cache.mkdir(parents=True)
+    (cache / "deepforest-2.1.0-py3-none-any.whl").write_bytes(make_zip(wheel))
+
+    done = run(str(repo / "stages" / "download.py"), "--dataset", "sat")
+    assert done.returncode == 0, done.stderr
+    record, files = read_record(tmp_path / "data" / "raw" / "sat")
+    assert sorted(f.name for f in files) == ["2019_YELL_2_528000_4978000_image_crop2.png", "OSBS_029.png", "SOAP_061.png"]
+    assert record["stand_in"] is True and record["stand_in_for"] == "sat" and "NEON" in record["stand_in_reason"]
+    assert tables.paper_dataset(mark_stand_ins(params, tmp_path), "sat") == ("sat", True)   # the report says so
+
+    user = tmp_path / "data" / "user" / "sat"        # the user's own satellite image wins, and is no stand-in
+    user.mkdir(parents=True)
+    (user / "scene.tif").write_bytes(png_bytes(7, 64))
+    assert run(str(repo / "stages" / "download.py"), "--dataset", "sat").returncode == 0
+    record, files = read_record(tmp_path / "data" / "raw" / "sat")
+    assert "stand_in" not in record and [f.name for f in files] == ["scene.tif"]
+    assert tables.paper_dataset(mark_stand_ins(params, tmp_path), "sat") == ("sat", False)

@@ -120,7 +120,7 @@ def test_snakefile_params_mirror_dvc_yaml():
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     text = (REPO / "Snakefile").read_text()
-    for rule in ("download", "crop", "weights", "train", "evaluate", "report"):
+    for rule in ("download", "crop", "weights", "train", "evaluate", "sr_benchmark", "report"):
         body = text.split(f"rule {rule}:")[1].split("\nrule ")[0]
         assert f'dvc_params("{rule}"' in body and f'dvc_code("{rule}")' in body and "log:" in body, rule
     assert dvc["train"]["do"]["params"] == ["strategy", "train", "crop.scale", "eval.weights_order"]   # the Snakefile skips `strategy`
@@ -182,7 +182,8 @@ def test_snakemake_reruns_exactly_the_jobs_an_edit_affects(smoke_run):
     n_train *= len(seed_list(params["train"]))        # one job per strategy and seed
     trained = {"train": n_train, "train_curves": 1}   # + the dataset's overlaid curves and validation metrics
     # a fresh copy runs everything, although reports/index.html and metrics/*.json are committed
-    assert _planned(work) == {"download": 1, "crop": 1, "weights": 1, **trained, "evaluate": 1, "report": 1}
+    assert _planned(work) == {"download": 1, "crop": 1, "weights": 1, **trained, "evaluate": 1, "sr_benchmark": 1,
+                              "report": 1}
     _snakemake(work)
     assert (work / "logs" / "train" / "sample-texture" / "mse" / "seed-0.log").is_file()
     assert "Traceback" not in (work / "logs" / "report.log").read_text()
@@ -190,7 +191,7 @@ def test_snakemake_reruns_exactly_the_jobs_an_edit_affects(smoke_run):
 
     original = (work / "params.yaml").read_text()
     _overlay(work, "train: {iterations: 3}\n")
-    assert _planned(work) == {**trained, "evaluate": 1, "report": 1}
+    assert _planned(work) == {**trained, "evaluate": 1, "sr_benchmark": 1, "report": 1}   # new models are rescored
     (work / "params.yaml").write_text(original)   # back as it was: nothing to do, params.yaml's mtime is no trigger
     assert _planned(work) == {}
 
