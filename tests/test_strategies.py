@@ -10,6 +10,9 @@ from pipeline.errors import ConfigError
 
 def test_select_all_one_alias_and_list():
     assert strategies.select("all") == list(strategies.NAMES)
+    # the GCN paper's experiment: its variants and baselines, and ours (bicubic, ran, cla)
+    assert set(strategies.select("gcn")) == {"bicubic", "mse", "adv,mse", "ran", "rec", "cla", "srgan", "dis",
+                                             "dis,rec", "adv", "adv,rec"}
     assert strategies.select("dis,rec") == ["dis,rec"]
     assert strategies.select("dis+rec") == ["dis,rec"]
     assert strategies.select(["dis", "rec", "dis"]) == ["dis", "rec"]
@@ -44,8 +47,9 @@ def test_registry_matches_the_paper():
     assert {n for n in strategies.NAMES if get(n).learning == "joint"} == {"dis", "dis,rec", "adv", "adv,rec"}
     assert (get("rec").extractor, get("rec").learning) == ("autoencoder", "disjoint")
     assert (get("ran").extractor, get("ran").learning) == ("random", "frozen")
-    assert {n for n in strategies.NAMES if get(n).needs_vgg19} == {"cla", "srgan"}
-    assert get("srgan").feature_scale == get("cla").feature_scale == pytest.approx(1 / 12.75)
+    assert {n for n in strategies.group("gcn") if "vgg19" in get(n).backbones} == {"cla", "srgan"}
+    assert get("srgan").terms[0].scale == get("cla").terms[0].scale == pytest.approx(1 / 12.75)
+    assert get("srgan").terms[0].layer == get("cla").terms[0].layer == "relu5_4"   # SRGAN's phi_5,4
     assert [n for n in strategies.NAMES if not get(n).trains_generator] == ["bicubic"]
     assert get("mse").extractor == get("adv,mse").extractor == "identity"
     assert all(s.description for s in strategies.REGISTRY.values())

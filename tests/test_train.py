@@ -65,8 +65,8 @@ def batch(n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return F.interpolate(hr, scale_factor=1 / SCALE, mode="area"), hr
 
 
-def trainer_for(name: str, vgg=None, **train) -> Trainer:
-    return Trainer(strategies.get(name), tiny_params(**train)["train"], HR, SCALE, torch.device("cpu"), vgg)
+def trainer_for(name: str, backbones=None, **train) -> Trainer:
+    return Trainer(strategies.get(name), tiny_params(**train)["train"], HR, SCALE, torch.device("cpu"), backbones)
 
 
 def snapshot(module: torch.nn.Module) -> dict:
@@ -180,7 +180,7 @@ def _vgg(root: Path):
 @pytest.mark.parametrize("name,adversarial", [("cla", False), ("srgan", True)])
 def test_vgg_strategies_compare_vgg19_features(name, adversarial, weights_root):
     vgg, record = _vgg(weights_root)
-    trainer = trainer_for(name, vgg=vgg)
+    trainer = trainer_for(name, backbones={"vgg19/relu5_4": vgg})
     lr, hr = batch()
     with torch.no_grad():
         sr, losses = trainer.generator_losses(lr, hr)
