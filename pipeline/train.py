@@ -777,13 +777,15 @@ def loss_weights(names: list[str], params: dict, root: Path = Path(".")) -> dict
     from pipeline import weights  # late import: only the backbone losses need ImageNet weights
 
     order = tuple(params.get("eval", {}).get("weights_order", weights.DEFAULT_ORDER))
-    resolved = {}
+    resolved, missing = {}, []
     for network in networks:
-        users = ", ".join(n for n in names if network in registry.get(n).backbones)
         try:
             resolved[network] = weights.resolve(network, order, root)
         except weights.WeightsUnavailable as err:
-            raise weights.WeightsUnavailable(f"strategy {users} needs ImageNet {network} weights: {err}") from None
+            users = ", ".join(n for n in names if network in registry.get(n).backbones)
+            missing.append(f"strategy {users} needs ImageNet {network} weights: {err}")
+    if missing:
+        raise weights.WeightsUnavailable(" | ".join(missing))
     return resolved
 
 
