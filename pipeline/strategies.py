@@ -279,6 +279,11 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              "lambda2 (train.lambda2) times the adversarial term.",
              "Psisr/adv,rec", "gcn", extractor="discriminator+decoder", learning="joint",
              terms=(PHI, adversarial("train.lambda2"))),
+    # The other source documents' systems (Table 5 only).
+    Strategy("srresnet-vgg22", "SRResNet-VGG22, SRGAN 3.4: the generator trained on the MSE of VGG19 phi_2,2 "
+             "features (low-level: conv2_2 after its ReLU), rescaled by 1/12.75 (SRGAN 3.2), no adversarial term.",
+             "SRResNet-VGG22", "extra", extractor="imagenet", learning="frozen",
+             terms=(features("vgg19", layer="relu2_2", scale=1 / 12.75),), backbones=("vgg19",), experiment="srgan"),
 )}
 
 NAMES = tuple(REGISTRY)

@@ -1,0 +1,79 @@
+"""Behaviour tests of the registry entries added as "one entry plus one test" (pipeline/strategies.py).
+
+The other source documents' losses on tiny networks and seeded random ImageNet backbones built
+through the registry (pipeline.train.backbone_modules, pipeline.weights.random_weights): each test
+recomputes the loss from torchvision's own networks, so a wrong layer, distance, scale, weight or
+term fails it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from pipeline import strategies, weights
+from pipeline.config import load_params
+from pipeline.train import Trainer, backbone_modules
+
+REPO = Path(__file__).resolve().parents[1]
+HR, SCALE = 16, 4
+MEAN, STD = torch.tensor(weights.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(weights.IMAGENET_STD).view(1, 3, 1, 1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    """Reproducible CPU sums (conftest.one_torch_thread)."""
+
+
+def tiny_train(**over) -> dict:
+    train = load_params(REPO / "params.yaml")["train"]
+    train.update({"batch_size": 2, "device": "cpu", "seed": 0, "fast": "off",
+                  "generator": {"blocks": 2, "width": 8, "upsample": "pixelshuffle"},
+                  "discriminator": {"blocks": 2, "width": 8, "dense": 16, "head": "patch", "plain_blocks": 1}})
+    train.update(over)
+    return train
+
+
+def trainer_for(name: str, **over) -> Trainer:
+    """The entry's trainer with seeded random weights for each backbone it declares."""
+    strategy, train = strategies.get(name), tiny_train(**over)
+    random = {network: weights.random_weights(network, seed=1) for network in strategy.backbones}
+    return Trainer(strategy, train, HR, SCALE, torch.device("cpu"), backbone_modules(strategy, train, random))
+
+
+def smooth_batch(n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    hr = F.interpolate(torch.rand(n, 3, 2, 2, generator=g) * 2 - 1, size=(HR, HR), mode="bilinear",
+                       align_corners=False)
+    return F.interpolate(hr, scale_factor=1 / SCALE, mode="area"), hr
+
+
+def torchvision_vgg19(end: int) -> torch.nn.Module:
+    """torchvision's VGG19 `features[:end]` with the same random weights as the trainer's backbone."""
+    state, _ = weights.random_weights("vgg19", seed=1)
+    net = torchvision.models.vgg19(weights=None).features
+    net.load_state_dict({k.removeprefix("features."): v for k, v in state.items()})
+    return net[:end].eval()
+
+
+def imagenet(x: torch.Tensor) -> torch.Tensor:
+    """[-1,1] RGB -> torchvision's input convention (the random weights' record says torchvision)."""
+    return ((x + 1) / 2 - MEAN) / STD
+
+
+def test_srresnet_vgg22_is_the_mse_of_rescaled_vgg19_phi22():
+    """SRResNet-VGG22 (SRGAN 3.4): MSE of VGG19 phi_2,2 (conv2_2 after its ReLU, torchvision's
+    features[:9]) / 12.75, no adversarial term and no discriminator, whatever train.lambda2 says."""
+    trainer = trainer_for("srresnet-vgg22", lambda2=0.5)
+    lr, hr = smooth_batch()
+    phi22 = torchvision_vgg19(9)
+    with torch.no_grad():
+        sr, losses = trainer.generator_losses(lr, hr)
+        expected = F.mse_loss(phi22(imagenet(sr)) / 12.75, phi22(imagenet(hr)) / 12.75)
+    torch.testing.assert_close(losses["loss_content"], expected, rtol=1e-4, atol=0)
+    assert set(losses) == {"loss_content", "loss_g"} and torch.equal(losses["loss_g"], losses["loss_content"])
+    assert trainer.extractor is None and trainer.lambda2 == 0.0
