@@ -284,6 +284,10 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              "features (low-level: conv2_2 after its ReLU), rescaled by 1/12.75 (SRGAN 3.2), no adversarial term.",
              "SRResNet-VGG22", "extra", extractor="imagenet", learning="frozen",
              terms=(features("vgg19", layer="relu2_2", scale=1 / 12.75),), backbones=("vgg19",), experiment="srgan"),
+    Strategy("srgan-vgg22", "SRGAN-VGG22, SRGAN 3.4: as srresnet-vgg22 plus 1e-3 times the adversarial loss (Eq. 3).",
+             "SRGAN-VGG22", "extra", extractor="imagenet", learning="frozen",
+             terms=(features("vgg19", layer="relu2_2", scale=1 / 12.75), adversarial(1e-3)), backbones=("vgg19",),
+             experiment="srgan"),
 )}
 
 NAMES = tuple(REGISTRY)

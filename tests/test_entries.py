@@ -77,3 +77,21 @@ def test_srresnet_vgg22_is_the_mse_of_rescaled_vgg19_phi22():
     torch.testing.assert_close(losses["loss_content"], expected, rtol=1e-4, atol=0)
     assert set(losses) == {"loss_content", "loss_g"} and torch.equal(losses["loss_g"], losses["loss_content"])
     assert trainer.extractor is None and trainer.lambda2 == 0.0
+
+
+def test_srgan_vgg22_adds_a_fixed_1e3_adversarial_term_to_phi22():
+    """SRGAN-VGG22 (SRGAN 3.4, Eq. 3): phi_2,2 MSE / 12.75 + 1e-3 * -log D(F(x)), SRGAN's fixed weight
+    whatever train.lambda2 says; the discriminator is trained alongside (it is not Phi)."""
+    trainer = trainer_for("srgan-vgg22", lambda2=0.5)
+    lr, hr = smooth_batch()
+    phi22 = torchvision_vgg19(9)
+    with torch.no_grad():
+        sr, losses = trainer.generator_losses(lr, hr)
+        content = F.mse_loss(phi22(imagenet(sr)) / 12.75, phi22(imagenet(hr)) / 12.75)
+        adversarial = -torch.log(torch.sigmoid(trainer.extractor.logits(sr))).mean()
+    torch.testing.assert_close(losses["loss_content"], content, rtol=1e-4, atol=0)
+    torch.testing.assert_close(losses["loss_adv"], adversarial, rtol=1e-5, atol=0)
+    torch.testing.assert_close(losses["loss_g"], content + 1e-3 * adversarial, rtol=1e-5, atol=0)
+    discriminator = {k: v.clone() for k, v in trainer.extractor.state_dict().items()}
+    trainer.step_main(lr, hr)
+    assert any(not torch.equal(v, trainer.extractor.state_dict()[k]) for k, v in discriminator.items())
