@@ -288,6 +288,14 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              "SRGAN-VGG22", "extra", extractor="imagenet", learning="frozen",
              terms=(features("vgg19", layer="relu2_2", scale=1 / 12.75), adversarial(1e-3)), backbones=("vgg19",),
              experiment="srgan"),
+    Strategy("dp", "SRGAN-DP, the Dual Perceptual loss (DP paper 3.2, Eq. 4-9) on SRGAN: the L1 of VGG19 phi_5,4 "
+             "before its ReLU (conv5_4, as ESRGAN) plus the L1 of a ResNet-50 stage's output (after its last "
+             "bottleneck's ReLU; train.dp.resnet_stage) weighted k * sg(L_VGG) / (sg(L_ResNet) + eps) (train.dp.k), "
+             "plus 1e-3 times SRGAN's adversarial term. ImageNet weights of both (torchvision's ResNet-50).",
+             "SRGAN-DP", "extra", extractor="imagenet", learning="frozen",
+             terms=(features("vgg19", "l1", layer="conv5_4"),
+                    features("resnet50", "l1", layer=RESNET_STAGE, weight=DYNAMIC), adversarial(1e-3)),
+             backbones=("vgg19", "resnet50"), experiment="dp"),
 )}
 
 NAMES = tuple(REGISTRY)

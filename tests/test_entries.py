@@ -95,3 +95,41 @@ def test_srgan_vgg22_adds_a_fixed_1e3_adversarial_term_to_phi22():
     discriminator = {k: v.clone() for k, v in trainer.extractor.state_dict().items()}
     trainer.step_main(lr, hr)
     assert any(not torch.equal(v, trainer.extractor.state_dict()[k]) for k, v in discriminator.items())
+
+
+def torchvision_resnet50(stage: int) -> torch.nn.Module:
+    """torchvision's ResNet-50 up to the output of `stage`, with the trainer's random weights, eval mode."""
+    state, _ = weights.random_weights("resnet50", seed=1)
+    net = torchvision.models.resnet50(weights=None)
+    net.load_state_dict(state)
+    stages = [net.layer1, net.layer2, net.layer3, net.layer4][:stage]
+    return torch.nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, *stages).eval()
+
+
+def test_dp_weights_the_resnet_term_dynamically():
+    """SRGAN-DP (DP paper Eq. 4-9): L1 of VGG19 conv5_4 before its ReLU + w * L1 of a ResNet-50 stage output,
+    w = k * sg(L_VGG) / (sg(L_ResNet) + eps) from train.dp: the weighted ResNet term equals k * L_VGG in
+    value, and no gradient flows through w (the content gradient is that of L_VGG + w * L_ResNet with w a
+    constant); plus SRGAN's 1e-3 adversarial term."""
+    k = 0.7
+    trainer = trainer_for("dp", dp={"k": k, "resnet_stage": 2}, lambda2=0.5)
+    lr, hr = smooth_batch()
+    sr, losses = trainer.generator_losses(lr, hr)
+    vgg54, resnet = torchvision_vgg19(35), torchvision_resnet50(2)
+    with torch.no_grad():
+        l_vgg = F.l1_loss(vgg54(imagenet(sr)), vgg54(imagenet(hr)))
+        l_resnet = F.l1_loss(resnet(imagenet(sr)), resnet(imagenet(hr)))
+        adversarial = F.softplus(-trainer.extractor.logits(sr)).mean()
+    torch.testing.assert_close(losses["loss_vgg19"], l_vgg, rtol=1e-4, atol=0)
+    torch.testing.assert_close(losses["loss_resnet50"], l_resnet, rtol=1e-4, atol=0)
+    assert float(l_resnet / l_vgg) > 2 or float(l_resnet / l_vgg) < 0.5   # unbalanced: the weight matters
+    # the value: the weighted ResNet term is k times the VGG term, whatever their magnitudes
+    torch.testing.assert_close(losses["loss_content"], (1 + k) * losses["loss_vgg19"], rtol=1e-5, atol=0)
+    torch.testing.assert_close(losses["loss_g"], losses["loss_content"] + 1e-3 * adversarial, rtol=1e-5, atol=0)
+    # the gradient: d(L_VGG)/d sr + w * d(L_ResNet)/d sr, w held constant
+    (grad_dp,) = torch.autograd.grad(losses["loss_content"], sr, retain_graph=True)
+    terms = trainer.content_terms(sr, hr)
+    (grad_vgg,) = torch.autograd.grad(terms["vgg19"], sr, retain_graph=True)
+    (grad_resnet,) = torch.autograd.grad(terms["resnet50"], sr)
+    w = k * float(terms["vgg19"].detach()) / float(terms["resnet50"].detach())
+    torch.testing.assert_close(grad_dp, grad_vgg + w * grad_resnet, rtol=1e-4, atol=1e-12)
