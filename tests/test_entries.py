@@ -8,8 +8,11 @@ term fails it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -133,3 +136,41 @@ def test_dp_weights_the_resnet_term_dynamically():
     (grad_resnet,) = torch.autograd.grad(terms["resnet50"], sr)
     w = k * float(terms["vgg19"].detach()) / float(terms["resnet50"].detach())
     torch.testing.assert_close(grad_dp, grad_vgg + w * grad_resnet, rtol=1e-4, atol=1e-12)
+
+
+# ---------------------------------------------------------------- every entry, whatever it is
+
+def test_every_entry_trains_two_steps_and_is_a_row_of_table_5(tmp_path):
+    """Each registry entry trains through the training loop (its phases, tiny networks, seeded random
+    backbones for the weights it declares) for two main iterations, and Table 5 built by
+    pipeline.tables holds a row for it: a new entry cannot silently drop out of training or the tables."""
+    from pipeline import imageset, tables
+    from pipeline.models import load_sr_model
+    from pipeline.train import train_strategy
+
+    params = load_params(REPO / "params.yaml")
+    params["crop"].update({"hr_size": HR, "scale": SCALE})
+    params["train"] = tiny_train(iterations=2, rec_pretrain=2, pretrain_mse=1, checkpoint_every=100)
+    lr, hr = smooth_batch(n=4, seed=5)
+    data = (imageset.from_unit(lr), imageset.from_unit(hr))
+    metrics = {}
+    for name in strategies.NAMES:
+        strategy = strategies.get(name)
+        random = {network: weights.random_weights(network, seed=1) for network in strategy.backbones}
+        folder = train_strategy(params, "tiny", name, tmp_path / strategies.slug(name), data, "m", random)
+        config = json.loads((folder / "config.json").read_text())
+        assert config["completed"] and config["definition"] == strategy.definition()
+        if strategy.trains_generator:
+            log = pd.read_csv(folder / "log.csv")
+            assert list(log["iteration"]) == [1, 2] and np.isfinite(log.drop(columns="iteration").to_numpy()).all()
+            assert [w["network"] for w in config.get("weights", [])] == list(strategy.backbones)
+        with torch.no_grad():
+            sr = load_sr_model(folder)(imageset.to_unit(data[0]))
+        metrics[name] = {"l2": float(((sr - hr) ** 2).mean())}
+    params["datasets"] = ["tiny"]
+    built = tables.build_tables(params, {"tiny": {"strategies": metrics}}, tables.load_paper())
+    table5 = next(t for t in built if t.number == 5)
+    assert [row.strategy for row in table5.blocks[0].rows] == list(tables.ALL_METHODS)
+    assert set(tables.ALL_METHODS) == set(strategies.NAMES)
+    table2 = next(t for t in built if t.number == 2)     # the GCN tables stay the paper's
+    assert [row.strategy for row in table2.blocks[0].rows] == ["dis", "rec", "dis,rec", "adv", "adv,rec"]
