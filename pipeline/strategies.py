@@ -168,6 +168,8 @@ class Strategy:
                 out.append(f"term {term} is neither a content term in {', '.join(SPACES)} nor an adversarial term")
         if sum(t.adversarial for t in self.terms) > 1:
             out.append("more than one adversarial term")
+        if any(isinstance(t.weight, str) and t.weight != DYNAMIC for t in content):
+            out.append(f"a content term's weight is a number or {DYNAMIC!r}")
         if content and content[0].weight == DYNAMIC:
             out.append("the first content term is the dynamic weight's reference, it cannot be dynamic")
         uses = {"extractor": "extractor" in spaces, "imagenet": any(s in BACKBONES for s in spaces)}

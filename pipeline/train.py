@@ -520,7 +520,11 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
     train = params["train"]
     scale = int(params["crop"]["scale"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = [weights[network][1] for network in strategy.backbones]   # KeyError: a backbone not given
+    weights = weights or {}
+    missing = [network for network in strategy.backbones if network not in weights]
+    if missing:
+        raise ValueError(f"strategy {name} needs the weights of {', '.join(missing)} (see loss_weights)")
+    records = [weights[network][1] for network in strategy.backbones]
     digest = inputs_hash(strategy, params, manifest_sha256,
                          {network: record["sha256"] for network, record in zip(strategy.backbones, records)})
     base = {"strategy": name, "slug": registry.slug(name), "dataset": dataset, "seed": int(train.get("seed", 0)),
@@ -543,7 +547,7 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
     fast = fast_path.resolve(train.get("fast", "auto"), device)
     if fast:
         fast_path.configure_backends(device)
-    trainer = Trainer(strategy, train, hr_size, scale, device, backbone_modules(strategy, train, weights or {}), fast)
+    trainer = Trainer(strategy, train, hr_size, scale, device, backbone_modules(strategy, train, weights), fast)
     plan = phases(strategy, train)
     total = sum(n for _, n in plan)
 

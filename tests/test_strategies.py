@@ -63,3 +63,18 @@ def test_select_text_reads_the_command_line_forms():
     assert strategies.select_text("all") == list(strategies.NAMES)
     with pytest.raises(ConfigError, match="not a valid list"):
         strategies.select_text("[dis, rec")
+
+
+def test_inconsistent_entries_are_refused():
+    """An entry whose parts disagree cannot be built: the registry never holds one the trainer would misread."""
+    import dataclasses
+
+    dp, ran = strategies.get("dp"), strategies.get("ran")
+    for base, change, words in (
+            (dp, {"backbones": ("vgg19",)}, "backbones"),                       # a term's backbone not declared
+            (dp, {"terms": dp.terms[1:], "backbones": ("resnet50",)}, "dynamic"),  # no reference for the weight
+            (dp, {"extractor": "identity", "learning": "none"}, "disagree"),     # Phi is not the backbones
+            (ran, {"terms": ran.terms + (strategies.adversarial(1e-3),)}, "fixed Phi"),  # D would move Phi
+            (ran, {"terms": ran.terms * 2}, "one feature space")):
+        with pytest.raises(ValueError, match=words):
+            dataclasses.replace(base, **change)
