@@ -16,8 +16,9 @@ counts (an estimate, never a measurement). Writes bench/results-<device>.md and 
     python bench/bench.py --threads 1 --paper-strategies mse,adv,adv,rec,srgan   # a loaded 2-core CPU
     python bench/bench.py --tiny --out /tmp/b  # smoke run (seconds)
 
-Weights (VGG19 for cla/srgan, LPIPS trunks) come from pipeline.weights (cache first); a network
-whose weights cannot be had is reported n/a, never replaced by random weights.
+Weights (the loss backbones of the registry's strategies, LPIPS trunks) come from pipeline.weights
+(cache first); a strategy whose backbone weights cannot be had is not timed (its rate is estimated
+from its FLOPs), never trained on random weights; FLOP counts use random weights (shapes only).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from pipeline.config import load_params
 from pipeline.evaluate import score_batch
 from pipeline.imageset import to_unit
 from pipeline.models import Bicubic, Generator
-from pipeline.train import READ_BACK_EVERY, Trainer, batch_indices, read_back
+from pipeline.train import READ_BACK_EVERY, Trainer, backbone_modules, batch_indices, read_back
 from pipeline.train import write_csv as train_write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,13 +115,11 @@ def count_iteration(params: dict, name: str, phase: str = "main") -> dict:
     train, hr_size, scale = params["train"], int(params["crop"]["hr_size"]), int(params["crop"]["scale"])
     strategy = registry.get(name)
     meta = torch.device("meta")
-    vgg = None
-    if strategy.needs_vgg19:
-        from pipeline.weights import VGG19Features, vgg_features, VGG19_CFG, VGG19_PHI54_END
-        state = {f"features.{k}": v for k, v in vgg_features(VGG19_CFG, VGG19_PHI54_END).state_dict().items()}
-        vgg = VGG19Features(state, "torchvision")  # random weights: only shapes matter for counting
-    trainer = Trainer(strategy, train, hr_size, scale, meta, vgg, fast=True)  # deferred read-back: no .item() on meta
-    if phase == "main" and strategy.extractor == "autoencoder":
+    from pipeline.weights import random_weights
+    # random weights: only shapes matter for counting
+    modules = backbone_modules(strategy, train, {b: random_weights(b) for b in strategy.backbones})
+    trainer = Trainer(strategy, train, hr_size, scale, meta, modules, fast=True)  # deferred read-back: no .item() on meta
+    if phase == "main" and strategy.learning == "disjoint":
         trainer.freeze_extractor()
     batch = int(train["batch_size"])
     lr = torch.empty(batch, 3, hr_size // scale, hr_size // scale, device=meta)
@@ -186,11 +185,12 @@ def compile_trainer(trainer: Trainer) -> None:
                 setattr(ex, part, fast_path.compile_module(getattr(ex, part)))
 
 
-def time_training(params: dict, name: str, fast: bool, device: torch.device, vgg: torch.nn.Module | None,
+def time_training(params: dict, name: str, fast: bool, device: torch.device, weights: dict,
                   warmup: int, iters: int, phase: str = "main", compile_: bool = False,
                   precision: str | None = None, stats: dict | None = None) -> float:
     """Seconds per training iteration, the loop of pipeline.train.train_strategy on synthetic crops.
 
+    `weights`: network -> (state_dict, record) of the ImageNet backbones (pipeline.weights.resolve).
     `precision` (bf16 / fp32) overrides pipeline.fast.precision (e.g. bf16 on a CPU that emulates it).
     `stats`, when given, receives `warmup_extra_s`: the warm-up's seconds beyond the timed rate (with
     `compile_`, the compilation time torch.compile must win back).
@@ -199,9 +199,9 @@ def time_training(params: dict, name: str, fast: bool, device: torch.device, vgg
     strategy = registry.get(name)
     if fast:
         fast_path.configure_backends(device)
-    trainer = Trainer(strategy, train, hr_size, scale, device,
-                      copy.deepcopy(vgg) if strategy.needs_vgg19 else None, fast=fast, precision=precision)
-    if phase == "main" and strategy.extractor == "autoencoder":
+    trainer = Trainer(strategy, train, hr_size, scale, device, backbone_modules(strategy, train, weights), fast=fast,
+                      precision=precision)
+    if phase == "main" and strategy.learning == "disjoint":
         trainer.freeze_extractor()
     if compile_:
         compile_trainer(trainer)
@@ -314,7 +314,7 @@ def run_plan(params: dict) -> tuple[list[tuple[str, int, str]], int]:
         plan.append((name, int(train["iterations"]), "main"))
         if int(train.get("pretrain_mse", 0)):
             plan.append((name, int(train["pretrain_mse"]), "main"))  # approximated by a main iteration
-        if s.extractor == "autoencoder" and int(train.get("rec_pretrain", 0)):
+        if s.learning == "disjoint" and int(train.get("rec_pretrain", 0)):
             plan.append((REC_AE, int(train["rec_pretrain"]), "rec"))
     n_test = sum(int(params["data"][d].get("crop", {}).get("n_test", 1)) for d in params["datasets"])
     return plan, n_test
@@ -397,10 +397,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def names_from(text: str) -> list[str]:
+    """The trained strategies of a comma list such as `mse,adv,adv,rec` (names with commas read as themselves)."""
     if text == "all":
         return list(TRAINED)
-    names = registry.select([t for t in text.replace("dis,rec", "dis+rec").replace("adv,rec", "adv+rec")
-                             .replace("adv,mse", "adv+mse").split(",") if t])
+    for name in sorted(registry.NAMES, key=len, reverse=True):   # `adv,rec` before `adv`
+        if "," in name:
+            text = text.replace(name, registry.slug(name))
+    names = registry.select([t for t in text.split(",") if t])
     return [n for n in names if n in TRAINED]
 
 
@@ -423,12 +426,14 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
 
     from pipeline import weights
-    vgg = None
+    resolved = {}   # the loss backbones that could be had: network -> (state_dict, record)
     weight_notes = []
-    try:
-        vgg = weights.vgg19_features(args.root, ("cache",) if args.tiny else weights.DEFAULT_ORDER)[0]
-    except weights.WeightsUnavailable as err:
-        weight_notes.append(f"cla/srgan not timed: {err}")
+    for network in registry.backbones():
+        try:
+            resolved[network] = weights.resolve(network, ("cache",) if args.tiny else weights.DEFAULT_ORDER, args.root)
+        except weights.WeightsUnavailable as err:
+            users = ", ".join(n for n in TRAINED if network in registry.get(n).backbones)
+            weight_notes.append(f"{users} not timed: {err}")
     order = ("cache",) if args.tiny else tuple(load_params(REPO / "params.yaml")["eval"]["weights_order"])
     nets, status = perceptual.load_networks(list(perceptual.NETS), order, args.root, device)
     weight_notes += [f"LPIPS {n}: n/a ({s['reason'][:160]})" for n, s in status.items() if not s["available"]]
@@ -456,21 +461,21 @@ def main(argv: list[str] | None = None) -> int:
                    "flops": count["flops"], "ops": count["ops"] + count["optimizer_steps"],
                    "plain": None, "fast": None, "compiled": None, "measured": False, "count": count,
                    "warmup": warmup, "iters": iters}
-            can_time = name in timed and not (registry.get(name).needs_vgg19 and vgg is None)
+            can_time = name in timed and set(registry.get(name).backbones) <= set(resolved)
             if can_time:
                 print(f"  train {size} {item}: plain ...", file=sys.stderr, flush=True)
-                row["plain"] = 1 / time_training(params, name, False, device, vgg, warmup, iters, phase)
+                row["plain"] = 1 / time_training(params, name, False, device, resolved, warmup, iters, phase)
                 print(f"  train {size} {item}: fast ...", file=sys.stderr, flush=True)
-                row["fast"] = 1 / time_training(params, name, True, device, vgg, warmup, iters, phase)
+                row["fast"] = 1 / time_training(params, name, True, device, resolved, warmup, iters, phase)
                 if args.bf16:
                     print(f"  train {size} {item}: fast bf16 ...", file=sys.stderr, flush=True)
-                    row["bf16"] = 1 / time_training(params, name, True, device, vgg, warmup, iters, phase,
+                    row["bf16"] = 1 / time_training(params, name, True, device, resolved, warmup, iters, phase,
                                                     precision="bf16")
                 if args.compile:
                     print(f"  train {size} {item}: fast compiled ...", file=sys.stderr, flush=True)
                     stats: dict = {}
-                    row["compiled"] = 1 / time_training(params, name, True, device, vgg, warmup, iters, phase, True,
-                                                        stats=stats)
+                    row["compiled"] = 1 / time_training(params, name, True, device, resolved, warmup, iters, phase,
+                                                        True, stats=stats)
                     row["compile_s"] = stats["warmup_extra_s"]
                 row["measured"] = True
             train_rows[item] = row

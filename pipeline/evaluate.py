@@ -221,7 +221,7 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
                    if not state["available"]}
     result["deviations"] = (deviations.parameter_deviations(params)
                             + deviations.dataset_deviations(params, dataset, root, len(ids))
-                            + deviations.network_deviations(root, unavailable))
+                            + deviations.network_deviations(root, unavailable, names))
     atomic_write_json(root / paths.metrics_path(dataset), _finite(result))
     return result
 

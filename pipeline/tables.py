@@ -26,17 +26,18 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from pipeline import paths, stats
+from pipeline import paths, stats, strategies
 
 PAPER_DATASETS = ("imagenet", "dtd", "sat")
 PAPER_DATASET_LABELS = {"imagenet": "ImageNet", "dtd": "DTD", "sat": "Sat"}
 PAPER_TEST_IMAGES = 1000
 PAPER_TRAIN_IMAGES = {"imagenet": 70000, "dtd": 5600, "sat": 235183}  # GCN paper 4.3.1
 
-# Paper's row orders: Table 2 lists the GCN variants, Tables 3-4 the baselines first.
-GCN_VARIANTS = ("dis", "rec", "dis,rec", "adv", "adv,rec")
-BASELINES = ("mse", "adv,mse", "srgan")
-EXTRA_METHODS = ("bicubic", "ran", "cla")  # ours only: the paper has no row for them
+# The rows of each table, from the registry's table roles (in registry order, the paper's row order):
+# Table 2 lists the GCN variants, Tables 3-4 the baselines first, Table 5 every method.
+GCN_VARIANTS = strategies.with_role("gcn")
+BASELINES = strategies.with_role("baseline")
+EXTRA_METHODS = strategies.with_role("extra")  # ours or other documents': the paper has no row for them
 ALL_METHODS = BASELINES + GCN_VARIANTS + EXTRA_METHODS
 
 NETWORK_LABELS = {"squeeze": "SqueezeNet", "alex": "AlexNet", "vgg": "VGG"}
@@ -83,12 +84,8 @@ PSNR_CAP = 100.0    # = pipeline.metrics.PSNR_CAP (not imported: that module pul
 
 
 def method_label(name: str) -> str:
-    """The paper's name of a method: `Psisr/dis,rec`, `SRGAN`, or ours (`bicubic`)."""
-    if name == "srgan":
-        return "SRGAN"
-    if name == "bicubic":
-        return "Bicubic"
-    return f"Psisr/{name}"
+    """The name of a method in tables and figures: `Psisr/dis,rec`, `SRGAN`, `Bicubic` (the registry's label)."""
+    return strategies.label(name)
 
 
 @dataclass
@@ -464,8 +461,8 @@ def build_tables(params: Mapping, metrics: Mapping[str, Mapping], paper: pd.Data
                [note_selection(build(d, selected_rows(d, BASELINES))) for d in near],
                note=None if near else "No dataset of this run is, or stands in for, ImageNet or DTD.")
     t5 = Table(5, "Every method on every dataset",
-               "All methods, including ours that the paper has no row for (bicubic, ran, cla: paper cell \u2014) "
-               "(paper's Table 5).",
+               f"All methods, including those the paper has no row for ({', '.join(EXTRA_METHODS)}: paper cell "
+               "\u2014) (paper's Table 5).",
                [note_rule(b, b.winner_sentence, "selection rule (lowest maximum PE) over every method")
                 for b in (build(d, ALL_METHODS) for d in datasets)])
     return [t2, t3, t4, t5]

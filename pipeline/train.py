@@ -3,12 +3,14 @@
 A run has up to three phases, counted by one global step so batches, checkpoints and resume
 work the same in each:
 
-1. `rec`: for the `rec` strategy only, the auto-encoder is trained beforehand on HR crops
-   (train.rec_pretrain iterations, Eq. 2), then frozen (disjoint learning).
+1. `rec`: for a strategy whose Phi is learned disjointly (`rec`), the auto-encoder is trained
+   beforehand on HR crops (train.rec_pretrain iterations, Eq. 2), then frozen.
 2. `pretrain_mse`: optional MSE pre-training of the generator (train.pretrain_mse iterations,
    SRGAN 3.2), with its own Adam optimizer.
 3. `main`: train.iterations alternating updates of the generator and the extractor
-   (discriminator / auto-encoder), as `train.d_update` says:
+   (discriminator / auto-encoder, when the strategy's `learning` is joint or it is a discriminator
+   alone), as `train.d_update` says; the learning rates of both follow torch's MultiStepLR
+   (`train.lr_milestones` in main iterations, `train.lr_gamma`; SRGAN: 1e-4, then 1e-5 after 1e5):
    - `separate` (the authors' code, gcn.py `train`): the extractor first, in two steps on one
      mini-batch A: one on the real HR images of A (label 1), then one on F(x_A) (label 0),
      F(x_A) computed with the generator in eval mode (Keras `predict`); so BatchNorm normalises
@@ -23,8 +25,9 @@ run resumed from a checkpoint sees exactly the batches an uninterrupted run sees
 final weights are bit-identical. Adam uses betas (train.beta1, 0.999); the authors' code calls
 Keras `Adam(0.0002, 0.)`, i.e. beta1 = 0 (the paper's "decay of 0"). Losses:
 
-- generator: loss_g = lambda1 * loss_content + lambda2 * loss_adv, loss_content =
-  mean((Phi(y) - Phi(F(x)))^2) (Phi features times the strategy's feature_scale), loss_adv =
+- generator: loss_g = lambda1 * loss_content + lambda2 * loss_adv, loss_content = the weighted sum
+  of the strategy's content terms (pipeline.strategies), e.g. mean((Phi(y) - Phi(F(x)))^2) with
+  Phi's features times the term's scale, or the DP loss's dynamically weighted sum; loss_adv =
   mean(-log D(F(x))) (the non-saturating form, SRGAN Eq. 6; averaged over the patches of a
   patch discriminator, like the authors' Keras binary cross-entropy), computed from logits;
 - discriminator: BCE(D(y), 1) and BCE(D(F(x)), 0); logged loss_d = their mean, as in the
@@ -45,6 +48,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -60,7 +64,7 @@ from pipeline.device import choose_device
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from pipeline.models import BN_MOMENTUM, Extractor, Generator, save_generator
-from pipeline.strategies import Strategy
+from pipeline.strategies import BACKBONES, DYNAMIC, DYNAMIC_EPS, Strategy, Term, train_value
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +79,19 @@ class TrainingDiverged(UserError):
 # ---------------------------------------------------------------- small helpers
 
 MONITOR_KEYS = ("validate_every", "validate_images")  # monitoring only: the weights do not depend on them
+OWN_KEYS = ("dp",)  # train sections only some strategies read (Strategy.parameters): hashed only for those
 
 
-def inputs_hash(strategy: Strategy, params: dict, manifest_sha256: str, vgg_sha256: str | None) -> str:
-    """The hash of everything a strategy's result depends on; an unchanged hash means no retraining."""
-    train = {k: v for k, v in params["train"].items() if k not in MONITOR_KEYS}
+def inputs_hash(strategy: Strategy, params: dict, manifest_sha256: str,
+                weights_sha256: Mapping[str, str] | None = None) -> str:
+    """The hash of everything a strategy's result depends on; an unchanged hash means no retraining.
+
+    `weights_sha256`: the sha256 of each backbone's ImageNet weights the strategy's loss uses.
+    """
+    train = {k: v for k, v in params["train"].items()
+             if k not in MONITOR_KEYS and (k not in OWN_KEYS or k in strategy.parameters)}
     payload = {"strategy": strategy.definition(), "train": train, "crop": params["crop"],
-               "manifest_sha256": manifest_sha256, "vgg19_sha256": vgg_sha256}
+               "manifest_sha256": manifest_sha256, "weights_sha256": dict(weights_sha256 or {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -135,19 +145,24 @@ def set_trainable(module: nn.Module | None, flag: bool) -> None:
 # ---------------------------------------------------------------- the networks and their updates
 
 class Trainer:
-    """The generator, the extractor of one strategy, their optimizers and one update of each.
+    """The generator, the extractor network of one strategy, their optimizers and one update of each.
 
-    `vgg` is the frozen VGG19 phi_5,4 module for strategies that need it (pipeline.weights).
-    `fast` switches on the fast path (pipeline.fast: channels_last, fused Adam on CUDA, loss values
-    returned as device tensors for a grouped read-back); None = `train.fast` (auto: on). `precision`
-    (`bf16` autocast or `fp32`) defaults to pipeline.fast.precision: bf16 on the fast path on CUDA and
-    on CPUs that compute bf16 natively, else fp32. The networks (the shared `vgg` included) are put in the memory
-    format of the chosen path in place. The architecture choices (discriminator head, BN on the
-    first blocks, decoder output, BN momentum) and `d_update` come from `train` (params.yaml).
+    What is built and trained follows the registry entry: its loss terms, and its `learning`
+    (`frozen`: Phi's network gets no optimizer; `disjoint`: it is trained in the `rec` phase, then
+    frozen by `freeze_extractor`; `joint`: it is updated in every main iteration; a discriminator
+    needed only for the adversarial term is always updated). `backbones` holds the frozen ImageNet
+    feature extractors of the backbone terms, keyed by `Term.key` (`vgg19/relu5_4`; see
+    `backbone_modules`). `fast` switches on the fast path (pipeline.fast: channels_last, fused Adam on
+    CUDA, loss values returned as device tensors for a grouped read-back); None = `train.fast`
+    (auto: on). `precision` (`bf16` autocast or `fp32`) defaults to pipeline.fast.precision: bf16
+    on the fast path on CUDA and on CPUs that compute bf16 natively, else fp32. The networks (the shared backbones included) are
+    put in the memory format of the chosen path in place. The architecture choices (discriminator
+    head, BN on the first blocks, decoder output, BN momentum), `d_update` and the learning-rate
+    schedule of the main phase (`lr_milestones`, `lr_gamma`) come from `train` (params.yaml).
     """
 
     def __init__(self, strategy: Strategy, train: dict, hr_size: int, scale: int,
-                 device: torch.device = torch.device("cpu"), vgg: nn.Module | None = None,
+                 device: torch.device = torch.device("cpu"), backbones: Mapping[str, nn.Module] | None = None,
                  fast: bool | None = None, precision: str | None = None) -> None:
         self.strategy, self.train, self.device = strategy, train, device
         self.fast = fast_path.resolve(train.get("fast", "auto") if fast is None else fast, device)
@@ -175,25 +190,34 @@ class Trainer:
         self.opt_g = adam(self.generator.parameters())
         self.opt_pre = adam(self.generator.parameters()) if int(train.get("pretrain_mse", 0)) else None
 
-        # Phi's network: the discriminator / auto-encoder / random network of the strategy.
-        kind = strategy.extractor
+        # The extractor network: Phi's (random / auto-encoder / discriminator) and/or the discriminator.
         self.extractor: Extractor | None = None
-        if kind in ("random", "autoencoder", "discriminator+decoder") or strategy.needs_discriminator:
+        if strategy.needs_extractor:
             self.extractor = Extractor(**disc_arch, discriminator=strategy.needs_discriminator,
                                        decoder=strategy.needs_decoder).to(device)
-        self.opt_x = adam(self.extractor.parameters()) if self.extractor is not None and kind != "random" else None
-        self.vgg = vgg.to(device).eval() if vgg is not None else None
-        if strategy.needs_vgg19 and self.vgg is None:
-            raise ValueError(f"strategy {strategy.name} needs the VGG19 extractor")
-        if kind == "random":
+        frozen = strategy.phi_network and strategy.learning == "frozen"
+        self.opt_x = adam(self.extractor.parameters()) if self.extractor is not None and not frozen else None
+        self.backbones = {key: module.to(device).eval() for key, module in (backbones or {}).items()}
+        for term in strategy.content_terms:
+            if term.space in BACKBONES and term.key(train) not in self.backbones:
+                raise ValueError(f"strategy {strategy.name} needs the {term.key(train)} feature extractor")
+        if frozen:
             self.freeze_extractor()  # P/ran: seeded random weights, never trained
-        fast_path.set_memory_format((self.generator, self.extractor, self.vgg), self.fast)
+        # SRGAN's recipe lowers the learning rate during the main phase (torch's MultiStepLR)
+        milestones, gamma = [int(m) for m in train.get("lr_milestones", [])], float(train.get("lr_gamma", 0.1))
+        self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma)
+                           for name, opt in (("opt_g", self.opt_g), ("opt_x", self.opt_x))
+                           if opt is not None and (name == "opt_g" or self.joint)}
+        fast_path.set_memory_format((self.generator, self.extractor, *self.backbones.values()), self.fast)
         self.autocast = fast_path.autocast(device, self.precision)
 
     @property
     def joint(self) -> bool:
-        """Whether the extractor network is updated alternately with the generator (Eq. 4)."""
-        return self.extractor is not None and self.strategy.extractor not in ("random", "autoencoder")
+        """Whether the extractor network is updated alternately with the generator in the main phase
+        (Eq. 4): Phi learned jointly, or a discriminator that is not Phi."""
+        if self.extractor is None:
+            return False
+        return self.strategy.learning == "joint" or not self.strategy.phi_network
 
     # -- Phi
 
@@ -203,27 +227,61 @@ class Trainer:
         set_trainable(self.extractor, False)
         self.opt_x = None
 
-    def phi(self, images: torch.Tensor) -> torch.Tensor:
-        """The strategy's feature extractor Phi (identity, VGG19 phi_5,4 or first encoder blocks)."""
-        kind = self.strategy.extractor
-        if kind == "identity":
+    def features(self, term: Term, images: torch.Tensor) -> torch.Tensor:
+        """The features a content term compares: the images, the first extractor blocks, or a backbone layer."""
+        if term.space == "pixel":
             features = images
-        elif kind == "vgg19":
-            features = self.vgg(images)
-        else:
+        elif term.space == "extractor":
             features = self.extractor.features(images, self.layer)
-        return features * self.strategy.feature_scale if self.strategy.feature_scale != 1 else features
+        else:
+            features = self.backbones[term.key(self.train)](images)
+        return features * term.scale if term.scale != 1 else features
 
     # -- losses
 
+    def content_terms(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each content term's distance between the features of F(x) and y (unweighted), by feature space."""
+        values = {}
+        for term in self.strategy.content_terms:
+            with torch.no_grad():
+                target = self.features(term, hr)
+            distance = F.mse_loss if term.loss == "mse" else F.l1_loss
+            values[term.space] = distance(self.features(term, sr).float(), target.float())
+        return values
+
+    def content_loss(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of the content terms.
+
+        A DYNAMIC weight (the DP loss, DP paper Eq. 8-9) is train.dp.k * sg(first term) /
+        (sg(this term) + eps): stop-gradient values, so the weighted term always equals k times the
+        first term in value while its gradient keeps the direction of the term's own gradient.
+        """
+        terms = self.strategy.content_terms
+        reference = values[terms[0].space]
+        total = None
+        for term in terms:
+            value = values[term.space]
+            if term.weight == DYNAMIC:
+                k = float(train_value(self.train, "train.dp.k"))
+                value = k * reference.detach() / (value.detach() + DYNAMIC_EPS) * value
+            elif term.weight != 1:
+                value = float(term.weight) * value
+            total = value if total is None else total + value
+        return total
+
     def generator_losses(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """F(x) and the generator's losses (tensors with graph; loss_g is the one to minimise)."""
+        """F(x) and the generator's losses (tensors with graph; loss_g is the one to minimise).
+
+        Logged: loss_content (the weighted content sum), with several content terms also each
+        unweighted term (`loss_<space>`, e.g. loss_vgg19, loss_resnet50), and loss_adv.
+        """
         with self.autocast():
             sr = self.generator(lr)
-            with torch.no_grad():
-                target = self.phi(hr)
-            content = F.mse_loss(self.phi(sr).float(), target.float())
+            values = self.content_terms(sr, hr)
+            content = self.content_loss(values)
             losses = {"loss_content": content}
+            if len(values) > 1:
+                losses.update({f"loss_{space}": value for space, value in values.items()})
             total = self.lambda1 * content
             if self.lambda2 > 0:
                 adv = F.softplus(-self.extractor.logits(sr).float()).mean()  # = -log D(F(x))
@@ -316,6 +374,8 @@ class Trainer:
         terms: dict[str, list[torch.Tensor]] = {}
         for images, real in ((hr, True), (sr, False)):
             losses = self.extractor_step_losses(images, real)
+            if not losses:
+                continue  # a joint auto-encoder without rec_on_generated has nothing to learn from F(x)
             self.opt_x.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             self.opt_x.step()
@@ -333,15 +393,17 @@ class Trainer:
         if self.d_update == "separate":
             values = self.step_extractor_separate(lr, hr) if self.joint else {}
             values.update(self.step_generator(*(generator_batch or (lr, hr)))[1])
-            return values
-        sr, values = self.step_generator(lr, hr)
-        if self.joint:
-            set_trainable(self.extractor, True)
-            x_losses = self.extractor_losses(sr.detach(), hr)
-            values.update(self.read(x_losses))
-            self.opt_x.zero_grad(set_to_none=True)
-            sum(x_losses.values()).backward()
-            self.opt_x.step()
+        else:
+            sr, values = self.step_generator(lr, hr)
+            if self.joint:
+                set_trainable(self.extractor, True)
+                x_losses = self.extractor_losses(sr.detach(), hr)
+                values.update(self.read(x_losses))
+                self.opt_x.zero_grad(set_to_none=True)
+                sum(x_losses.values()).backward()
+                self.opt_x.step()
+        for scheduler in self.schedulers.values():
+            scheduler.step()  # one main iteration done: the learning rate for the next one
         return values
 
     # -- checkpoint state
@@ -355,7 +417,8 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {"modules": {k: m.state_dict() for k, m in self.modules().items()},
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()}}
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         for k, m in self.modules().items():
@@ -363,6 +426,8 @@ class Trainer:
         for k, o in self.optimizers().items():
             if k in state["optimizers"]:  # opt_x is gone once the rec auto-encoder is frozen
                 o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
 
 
 def check_finite(losses: dict) -> dict:
@@ -396,13 +461,15 @@ def read_back(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
 # ---------------------------------------------------------------- one strategy
 
 def phases(strategy: Strategy, train: dict) -> list[tuple[str, int]]:
-    """(phase, iterations) in order; global steps run through them."""
-    rec = int(train.get("rec_pretrain", 0)) if strategy.extractor == "autoencoder" else 0
+    """(phase, iterations) in order; global steps run through them (`rec` only for disjoint learning)."""
+    rec = int(train.get("rec_pretrain", 0)) if strategy.learning == "disjoint" else 0
     return [("rec", rec), ("pretrain_mse", int(train.get("pretrain_mse", 0))), ("main", int(train["iterations"]))]
 
 
 def main_columns(strategy: Strategy, trainer: Trainer) -> list[str]:
     columns = ["iteration", "loss_g", "loss_content"]
+    if len(strategy.content_terms) > 1:
+        columns += [f"loss_{t.space}" for t in strategy.content_terms]
     if trainer.lambda2 > 0:
         columns.append("loss_adv")
     if trainer.joint:
@@ -417,12 +484,28 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def backbone_modules(strategy: Strategy, train: dict, weights: Mapping[str, tuple[dict, dict]]) -> dict[str, nn.Module]:
+    """The frozen feature extractors of a strategy's backbone terms, keyed by `Term.key` (`vgg19/conv5_4`),
+    from `weights`: network -> (state_dict, record) as pipeline.weights.resolve returns them."""
+    from pipeline import weights as backbone_weights  # late import: only the backbone losses need it
+
+    modules = {}
+    for term in strategy.content_terms:
+        if term.space in BACKBONES:
+            state, record = weights[term.space]
+            modules[term.key(train)] = backbone_weights.backbone_features(
+                term.space, term.layer_name(train), state, record["input_convention"])
+    return modules
+
+
 def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: tuple[torch.Tensor, torch.Tensor],
-                   manifest_sha256: str, vgg: tuple[nn.Module, dict] | None = None,
+                   manifest_sha256: str, weights: Mapping[str, tuple[dict, dict]] | None = None,
                    stop_after: int | None = None, validation: monitor.ValidationSet | None = None) -> Path:
     """Train one strategy into `out_dir` (resuming from its checkpoint when it matches).
 
-    `data` is (lr uint8, hr uint8) of the training split. `stop_after` ends the process-like run
+    `data` is (lr uint8, hr uint8) of the training split. `weights` holds, for each backbone the
+    strategy's loss uses, (state_dict, record) as pipeline.weights.resolve returns them; the record
+    goes into config.json and its sha256 into the inputs hash. `stop_after` ends the process-like run
     after that many global steps without writing anything more, as a kill would (for tests).
     Losses are logged with DVCLive (pipeline.monitor) and, with a `validation` set, the generator is
     scored on it every `train.validate_every` main iterations.
@@ -431,14 +514,19 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
     train = params["train"]
     scale = int(params["crop"]["scale"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = vgg[1] if strategy.needs_vgg19 else None
-    digest = inputs_hash(strategy, params, manifest_sha256, record["sha256"] if record else None)
+    weights = weights or {}
+    missing = [network for network in strategy.backbones if network not in weights]
+    if missing:
+        raise ValueError(f"strategy {name} needs the weights of {', '.join(missing)} (see loss_weights)")
+    records = [weights[network][1] for network in strategy.backbones]
+    digest = inputs_hash(strategy, params, manifest_sha256,
+                         {network: record["sha256"] for network, record in zip(strategy.backbones, records)})
     base = {"strategy": name, "slug": registry.slug(name), "dataset": dataset, "seed": int(train.get("seed", 0)),
             "description": strategy.description,
             "definition": strategy.definition(), "inputs_hash": digest, "manifest_sha256": manifest_sha256,
             "scale": scale, "crop": params["crop"], "train": train}
-    if record is not None:
-        base["weights"] = [record]
+    if records:
+        base["weights"] = records
 
     if not strategy.trains_generator:
         atomic_write_text(out_dir / "config.json", json.dumps({**base, "untrained": True, "completed": True}, indent=2))
@@ -453,7 +541,7 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
     fast = fast_path.resolve(train.get("fast", "auto"), device)
     if fast:
         fast_path.configure_backends(device)
-    trainer = Trainer(strategy, train, hr_size, scale, device, vgg[0] if strategy.needs_vgg19 else None, fast)
+    trainer = Trainer(strategy, train, hr_size, scale, device, backbone_modules(strategy, train, weights), fast)
     plan = phases(strategy, train)
     total = sum(n for _, n in plan)
 
@@ -477,7 +565,7 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
             ckpt_path.unlink()
     last_good = step if ckpt_path.is_file() else None
 
-    if step >= plan[0][1] and strategy.extractor == "autoencoder":
+    if step >= plan[0][1] and strategy.learning == "disjoint":
         trainer.freeze_extractor()  # resumed after the auto-encoder phase
 
     batch_size, seed = int(train["batch_size"]), int(train.get("seed", 0))
@@ -644,21 +732,17 @@ def train_dataset(params: dict, dataset: str, strategies: list[str] | None = Non
     if not manifest.is_file():
         raise UserError(f"{manifest}: no crops for dataset {dataset!r}; run the crop stage first")
     manifest_sha = sha256_file(manifest)
-    vgg = None
+    resolved = loss_weights(names, params, root)   # before any training: a missing backbone stops at once
     data = None
     validation = False  # the validation set, built when the first strategy is trained (None = off)
     outputs = []
     for name in names:
         strategy = registry.get(name)
-        if strategy.needs_vgg19 and vgg is None:
-            from pipeline import weights  # late import: only cla/srgan need ImageNet weights
-
-            vgg = weights.vgg19_features(root)
-        record = vgg[1] if strategy.needs_vgg19 else None
+        sha256 = {network: resolved[network][1]["sha256"] for network in strategy.backbones}
         for seed in seeds:
             run_params = seed_params(params, seed)
             out_dir = root / paths.model_dir(dataset, registry.slug(name), seed)
-            digest = inputs_hash(strategy, run_params, manifest_sha, record["sha256"] if record else None)
+            digest = inputs_hash(strategy, run_params, manifest_sha, sha256)
             if is_done(out_dir, digest):
                 log.info("%s/%s seed %d: up to date (%s), not retrained", dataset, name, seed, out_dir)
                 outputs.append(out_dir)
@@ -669,12 +753,38 @@ def train_dataset(params: dict, dataset: str, strategies: list[str] | None = Non
             if validation is False and strategy.trains_generator:
                 device = choose_device(params["train"].get("device", "auto"))
                 validation = monitor.validation_set(params, dataset, root, device)
-            outputs.append(train_strategy(run_params, dataset, name, out_dir, data, manifest_sha, vgg, stop_after,
+            outputs.append(train_strategy(run_params, dataset, name, out_dir, data, manifest_sha, resolved, stop_after,
                                           validation or None))
     export_curves(dataset, outputs, root)
     if curves:
         export_monitoring(params, dataset, root, outputs)
     return outputs
+
+
+def loss_weights(names: list[str], params: dict, root: Path = Path(".")) -> dict[str, tuple[dict, dict]]:
+    """The ImageNet weights of every backbone the selected strategies' losses use: network -> (state, record).
+
+    Resolved in `eval.weights_order` (pipeline.weights.resolve: cache, torchvision, registry); a
+    backbone no source provides stops the run with one line naming it and where to put the file
+    (WeightsUnavailable, exit code 2): never random weights.
+    """
+    networks = list(dict.fromkeys(b for n in names if registry.get(n).trains_generator
+                                  for b in registry.get(n).backbones))
+    if not networks:
+        return {}
+    from pipeline import weights  # late import: only the backbone losses need ImageNet weights
+
+    order = tuple(params.get("eval", {}).get("weights_order", weights.DEFAULT_ORDER))
+    resolved, missing = {}, []
+    for network in networks:
+        try:
+            resolved[network] = weights.resolve(network, order, root)
+        except weights.WeightsUnavailable as err:
+            users = ", ".join(n for n in names if network in registry.get(n).backbones)
+            missing.append(f"strategy {users} needs ImageNet {network} weights: {err}")
+    if missing:
+        raise weights.WeightsUnavailable(" | ".join(missing))
+    return resolved
 
 
 def export_monitoring(params: dict, dataset: str, root: Path = Path("."), extra: list[Path] = ()) -> dict:

@@ -356,7 +356,12 @@ def resolve(name: str, order: tuple[str, ...] | list[str] = DEFAULT_ORDER,
                   "file": str(paths.WEIGHTS / file.name), "file_sha256": sha256_file(file)}
         _update_manifest(root, name, record)
         return state, {**record, "loaded_from": kind}
-    raise WeightsUnavailable(f"no ImageNet weights for {name} (tried {', '.join(order)}): " + "; ".join(reasons))
+    hint = ""
+    if name in TORCHVISION_URLS and "torchvision" in order:   # that source reads a file already there first
+        hint = (f"; to provide them offline, download {TORCHVISION_URLS[name]} on another machine and put the "
+                f"file in {archives_dir(root)}/ (its sha256 is checked)")
+    raise WeightsUnavailable(f"no ImageNet weights for {name} (tried {', '.join(order)}): " + "; ".join(reasons)
+                             + hint)
 
 
 def record_unavailable(name: str, reason: str, root: Path = Path(".")) -> dict:
@@ -372,12 +377,15 @@ EVAL_BACKBONES = {"squeeze": "squeezenet1_1", "alex": "alexnet", "vgg": "vgg16"}
 
 
 def needed_networks() -> list[str]:
-    """The backbones the weights stage resolves: every evaluation network and VGG19.
+    """The backbones the weights stage resolves: every evaluation network and every loss backbone of
+    the strategy registry (VGG19, ResNet-50).
 
     Deliberately independent of `strategy` and `eval.networks`: changing either must not change
     the weights stage's output, or every dataset would be retrained.
     """
-    return [*EVAL_BACKBONES.values(), "vgg19"]
+    from pipeline import strategies
+
+    return list(dict.fromkeys([*EVAL_BACKBONES.values(), *strategies.backbones()]))
 
 
 def fetch_all(params: dict, root: Path = Path(".")) -> dict:
@@ -397,7 +405,7 @@ def fetch_all(params: dict, root: Path = Path(".")) -> dict:
     return records
 
 
-# ---------------------------------------------------------------- VGG19 phi_5,4 for cla / srgan
+# ---------------------------------------------------------------- backbone features for the loss terms
 
 def vgg_features(cfg: tuple, end: int | None = None) -> nn.Sequential:
     """torchvision's VGG `features` layout (same module indices), optionally cut at `end`."""
@@ -410,6 +418,25 @@ def vgg_features(cfg: tuple, end: int | None = None) -> nn.Sequential:
             layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             channels = v
     return nn.Sequential(*(layers[:end] if end is not None else layers))
+
+
+def vgg_layer_ends(cfg: tuple) -> dict[str, int]:
+    """Where torchvision's VGG `features` must be cut to end at a layer: `conv{b}_{c}` (the convolution's
+    output, before its ReLU) or `relu{b}_{c}` (after it, SRGAN's phi_b,c)."""
+    ends, index, block, conv = {}, 0, 1, 0
+    for v in cfg:
+        if v == "M":
+            index, block, conv = index + 1, block + 1, 0
+            continue
+        conv += 1
+        ends[f"conv{block}_{conv}"], ends[f"relu{block}_{conv}"] = index + 1, index + 2
+        index += 2
+    return ends
+
+
+VGG19_LAYER_ENDS = vgg_layer_ends(VGG19_CFG)
+assert VGG19_LAYER_ENDS["relu5_4"] == VGG19_PHI54_END
+RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")   # torchvision's names of ResNet's four stages
 
 
 class ImageNetInput(nn.Module):
@@ -432,33 +459,93 @@ class ImageNetInput(nn.Module):
         return (x + 1).mul(127.5).flip(1) - self.mean     # RGB -> BGR, 0-255, minus the means
 
 
-class VGG19Features(nn.Module):
-    """SRGAN's phi_5,4: VGG19 conv5_4 after its ReLU, before the 5th max-pool; input RGB in [-1,1]."""
+class FrozenBackbone(nn.Module):
+    """An ImageNet trunk used as a fixed loss network: no gradients to its weights, always in eval mode."""
 
-    def __init__(self, state_dict: dict, convention: str):
-        super().__init__()
-        self.input = ImageNetInput(convention)
-        self.features = vgg_features(VGG19_CFG, VGG19_PHI54_END)
-        wanted = {k: v for k, v in state_dict.items()
-                  if k.startswith("features.") and int(k.split(".")[1]) < VGG19_PHI54_END}
-        self.load_state_dict({**{f"input.{k}": v for k, v in self.input.state_dict().items()}, **wanted})
+    def freeze(self) -> None:
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "VGG19Features":
-        return super().train(False)      # frozen: always in eval mode
+    def train(self, mode: bool = True) -> "FrozenBackbone":
+        return super().train(False)      # frozen: BatchNorm (ResNet) keeps its ImageNet statistics
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(self.input(x))
 
 
-def vgg19_features(root: Path = Path("."), order: tuple[str, ...] | list[str] = DEFAULT_ORDER
-                   ) -> tuple[nn.Module, dict]:
-    """A frozen VGG19 phi_5,4 extractor (input RGB [-1,1]) and the record of its weights.
+class VGG19Features(FrozenBackbone):
+    """VGG19 features at `layer`, input RGB in [-1,1]: `relu5_4` = SRGAN's phi_5,4 (conv5_4 after its ReLU,
+    before the 5th max-pool), `conv5_4` = the same before its ReLU (ESRGAN, the DP loss), `relu2_2` = phi_2,2."""
+
+    def __init__(self, state_dict: dict, convention: str, layer: str = "relu5_4"):
+        super().__init__()
+        if layer not in VGG19_LAYER_ENDS:
+            raise ValueError(f"unknown VGG19 layer {layer!r}; valid choices: {', '.join(VGG19_LAYER_ENDS)}")
+        end = VGG19_LAYER_ENDS[layer]
+        self.input = ImageNetInput(convention)
+        self.features = vgg_features(VGG19_CFG, end)
+        wanted = {k: v for k, v in state_dict.items() if k.startswith("features.") and int(k.split(".")[1]) < end}
+        self.load_state_dict({**{f"input.{k}": v for k, v in self.input.state_dict().items()}, **wanted})
+        self.freeze()
+
+
+class ResNet50Features(FrozenBackbone):
+    """ResNet-50 features at the end of a stage (`layer1`..`layer4`: the output of the stage's last
+    bottleneck, after its ReLU; the DP loss's ResNet features), input RGB in [-1,1]."""
+
+    def __init__(self, state_dict: dict, convention: str, layer: str = "layer3"):
+        super().__init__()
+        from torchvision.models import resnet50  # late import: only the DP loss needs it
+
+        if layer not in RESNET_STAGES:
+            raise ValueError(f"unknown ResNet-50 stage {layer!r}; valid choices: {', '.join(RESNET_STAGES)}")
+        net = resnet50(weights=None)
+        net.load_state_dict(state_dict)
+        stages = [getattr(net, name) for name in RESNET_STAGES[:RESNET_STAGES.index(layer) + 1]]
+        self.input = ImageNetInput(convention)
+        self.features = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, *stages)
+        self.freeze()
+
+
+def backbone_features(network: str, layer: str, state_dict: dict, convention: str) -> FrozenBackbone:
+    """The frozen feature extractor of an ImageNet backbone at `layer` (input RGB [-1,1])."""
+    if network == "vgg19":
+        return VGG19Features(state_dict, convention, layer)
+    if network == "resnet50":
+        return ResNet50Features(state_dict, convention, layer)
+    raise ValueError(f"no feature extractor for {network!r}; valid choices: vgg19, resnet50")
+
+
+def random_weights(network: str, seed: int = 0) -> tuple[dict, dict]:
+    """Seeded random weights of a loss backbone in torchvision's layout, and a record saying so.
+
+    For tests and FLOP counts only: the train stage resolves real ImageNet weights (`resolve`) and
+    never falls back to these.
+    """
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        if network == "vgg19":
+            state = {f"features.{k}": v for k, v in vgg_features(VGG19_CFG).state_dict().items()}
+        elif network == "resnet50":
+            from torchvision.models import resnet50
+
+            state = resnet50(weights=None).state_dict()
+        else:
+            raise ValueError(f"no random weights for {network!r}; valid choices: vgg19, resnet50")
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return state, {"network": network, "source": f"random (seed {seed}; tests only)", "sha256": f"random-{seed}",
+                   "input_convention": TORCHVISION_CONVENTION}
+
+
+def vgg19_features(root: Path = Path("."), order: tuple[str, ...] | list[str] = DEFAULT_ORDER,
+                   layer: str = "relu5_4") -> tuple[nn.Module, dict]:
+    """A frozen VGG19 extractor at `layer` (default phi_5,4; input RGB [-1,1]) and the record of its weights.
 
     Record: {"network": "vgg19", "source", "sha256", "input_convention", ...}. Raises
     WeightsUnavailable (a UserError) when no source has the weights; never random weights.
     """
     state, record = resolve("vgg19", order, root)
-    return VGG19Features(state, record["input_convention"]), record
+    return VGG19Features(state, record["input_convention"], layer), record

@@ -147,8 +147,10 @@ def test_srgan_and_dogs_profiles_apply_with_the_configure_stage(tmp_path, profil
     assert train["discriminator"]["head"] == "flatten" and train["discriminator"]["plain_blocks"] == 1
     assert (train["batch_size"], train["lr"], train["beta1"], train["lambda2"]) == (16, 1e-4, 0.9, 1e-3)
     if profile == "srgan":
-        assert params["datasets"] == ["div2k"] and params["strategy"] == ["bicubic", "mse", "cla", "srgan"]
+        assert params["datasets"] == ["div2k"]
+        assert params["strategy"] == ["bicubic", "mse", "srresnet-vgg22", "cla", "srgan-vgg22", "srgan"]
         assert params["eval"]["benchmarks"] == ["set5", "set14", "bsd100"]
+        assert (train["lr_milestones"], train["lr_gamma"]) == ([100000], 0.1)   # 1e-4, then 1e-5
         assert (train["pretrain_mse"], train["iterations"]) == (10 ** 6, 2 * 10 ** 5)
         assert params["crop"]["downscale"] == "matlab"
     else:

@@ -10,6 +10,9 @@ from pipeline.errors import ConfigError
 
 def test_select_all_one_alias_and_list():
     assert strategies.select("all") == list(strategies.NAMES)
+    # the GCN paper's experiment: its variants and baselines, and ours (bicubic, ran, cla)
+    assert set(strategies.select("gcn")) == {"bicubic", "mse", "adv,mse", "ran", "rec", "cla", "srgan", "dis",
+                                             "dis,rec", "adv", "adv,rec"}
     assert strategies.select("dis,rec") == ["dis,rec"]
     assert strategies.select("dis+rec") == ["dis,rec"]
     assert strategies.select(["dis", "rec", "dis"]) == ["dis", "rec"]
@@ -36,7 +39,7 @@ def test_registry_matches_the_paper():
     get = strategies.get
     train = {"lambda2": 0.01}
     # lambda2 = 0 for the non-adversarial strategies, train.lambda2 for adv*, SRGAN's fixed 1e-3
-    assert {n: get(n).adversarial_weight(train) for n in strategies.NAMES} == {
+    assert {n: get(n).adversarial_weight(train) for n in strategies.group("gcn")} == {
         "bicubic": 0.0, "mse": 0.0, "adv,mse": 0.01, "ran": 0.0, "rec": 0.0, "cla": 0.0, "srgan": 1e-3,
         "dis": 0.0, "dis,rec": 0.0, "adv": 0.01, "adv,rec": 0.01}
     assert get("dis").extractor == get("adv").extractor == "discriminator"
@@ -44,8 +47,9 @@ def test_registry_matches_the_paper():
     assert {n for n in strategies.NAMES if get(n).learning == "joint"} == {"dis", "dis,rec", "adv", "adv,rec"}
     assert (get("rec").extractor, get("rec").learning) == ("autoencoder", "disjoint")
     assert (get("ran").extractor, get("ran").learning) == ("random", "frozen")
-    assert {n for n in strategies.NAMES if get(n).needs_vgg19} == {"cla", "srgan"}
-    assert get("srgan").feature_scale == get("cla").feature_scale == pytest.approx(1 / 12.75)
+    assert {n for n in strategies.group("gcn") if "vgg19" in get(n).backbones} == {"cla", "srgan"}
+    assert get("srgan").terms[0].scale == get("cla").terms[0].scale == pytest.approx(1 / 12.75)
+    assert get("srgan").terms[0].layer == get("cla").terms[0].layer == "relu5_4"   # SRGAN's phi_5,4
     assert [n for n in strategies.NAMES if not get(n).trains_generator] == ["bicubic"]
     assert get("mse").extractor == get("adv,mse").extractor == "identity"
     assert all(s.description for s in strategies.REGISTRY.values())
@@ -59,3 +63,18 @@ def test_select_text_reads_the_command_line_forms():
     assert strategies.select_text("all") == list(strategies.NAMES)
     with pytest.raises(ConfigError, match="not a valid list"):
         strategies.select_text("[dis, rec")
+
+
+def test_inconsistent_entries_are_refused():
+    """An entry whose parts disagree cannot be built: the registry never holds one the trainer would misread."""
+    import dataclasses
+
+    dp, ran = strategies.get("dp"), strategies.get("ran")
+    for base, change, words in (
+            (dp, {"backbones": ("vgg19",)}, "backbones"),                       # a term's backbone not declared
+            (dp, {"terms": dp.terms[1:], "backbones": ("resnet50",)}, "dynamic"),  # no reference for the weight
+            (dp, {"extractor": "identity", "learning": "none"}, "disagree"),     # Phi is not the backbones
+            (ran, {"terms": ran.terms + (strategies.adversarial(1e-3),)}, "fixed Phi"),  # D would move Phi
+            (ran, {"terms": ran.terms * 2}, "one feature space")):
+        with pytest.raises(ValueError, match=words):
+            dataclasses.replace(base, **change)

