@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Callable
 
+from pipeline.config import dataset_spec, load_params
 from pipeline.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -17,6 +18,20 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     return parser
+
+
+def dataset_parser(description: str) -> argparse.ArgumentParser:
+    """`stage_parser` plus the `--dataset` option of the per-dataset stages."""
+    parser = stage_parser(description)
+    parser.add_argument("--dataset", required=True, help="a dataset declared under `data` in the parameters file")
+    return parser
+
+
+def dataset_params(args: argparse.Namespace) -> dict:
+    """The validated parameters of a per-dataset stage; an undeclared `--dataset` stops listing the declared ones."""
+    params = load_params(args.params)
+    dataset_spec(params, args.dataset)
+    return params
 
 
 def run(main: Callable[[], None]) -> None:

@@ -2,15 +2,11 @@
 
 from pipeline import cli
 from pipeline.benchmark import evaluate_benchmarks
-from pipeline.config import dataset_spec, load_params
 
 
 def main() -> None:
-    parser = cli.stage_parser(__doc__)
-    parser.add_argument("--dataset", required=True, help="a dataset declared under `data` in the parameters file")
-    args = parser.parse_args()
-    params = load_params(args.params)
-    dataset_spec(params, args.dataset)       # unknown dataset -> ConfigError listing the declared ones
+    args = cli.dataset_parser(__doc__).parse_args()
+    params = cli.dataset_params(args)
     result = evaluate_benchmarks(params, args.dataset)
     if not result["benchmarks"]:
         print(f"{args.dataset}: no test-only set in eval.benchmarks; nothing scored")

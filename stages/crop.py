@@ -1,15 +1,12 @@
 """Crop stage: deterministic HR/LR crop pairs of one dataset into data/crops/<dataset>."""
 
-from pipeline.cli import run, stage_parser
-from pipeline.config import load_params
+from pipeline.cli import dataset_params, dataset_parser, run
 from pipeline.crop import crop_dataset
 
 
 def main() -> None:
-    parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", required=True, help="a key of `data` in params.yaml")
-    args = parser.parse_args()
-    params = load_params(args.params)
+    args = dataset_parser(__doc__).parse_args()
+    params = dataset_params(args)
     crop_dataset(params, args.dataset)
 
 

@@ -1,16 +1,12 @@
 """Evaluate every selected strategy (and bicubic) on one dataset's test crops."""
 
 from pipeline import cli
-from pipeline.config import dataset_spec, load_params
 from pipeline.evaluate import evaluate_dataset
 
 
 def main() -> None:
-    parser = cli.stage_parser(__doc__)
-    parser.add_argument("--dataset", required=True, help="a dataset declared under `data` in the parameters file")
-    args = parser.parse_args()
-    params = load_params(args.params)
-    dataset_spec(params, args.dataset)       # unknown dataset -> ConfigError listing the declared ones
+    args = cli.dataset_parser(__doc__).parse_args()
+    params = cli.dataset_params(args)
     result = evaluate_dataset(params, args.dataset)
     selection = result["selection"]
     share = (selection.get("frequencies") or {}).get(selection["winner"])

@@ -5,15 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import strategies
-from pipeline.cli import run, stage_parser
-from pipeline.config import dataset_spec, load_params
+from pipeline.cli import dataset_params, dataset_parser, run
 from pipeline.errors import ConfigError
 from pipeline.train import export_monitoring, train_dataset
 
 
 def main() -> None:
-    parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", required=True, help="a dataset declared under `data` in the params file")
+    parser = dataset_parser(__doc__)
     parser.add_argument("--strategy", default=None,
                         help="strategies to train, overriding the `strategy` param: all, one name (dis,rec or "
                              "dis+rec) or a list in YAML form, e.g. '[dis, rec]'")
@@ -23,8 +21,7 @@ def main() -> None:
                         help="train nothing: write plots/curves/<dataset>/ and metrics/<dataset>-train.json from the "
                              "trained models of the selection (the Snakefile's train_curves rule)")
     args = parser.parse_args()
-    params = load_params(args.params)
-    dataset_spec(params, args.dataset)  # unknown dataset -> ConfigError naming the valid ones
+    params = dataset_params(args)
     selected = None if args.strategy is None else strategies.select_text(args.strategy)
     if args.seed is not None and args.seed < 0:
         raise ConfigError(f"--seed: must be a non-negative integer, got {args.seed}")
