@@ -183,9 +183,9 @@ def compile_trainer(trainer: Trainer) -> None:
                 setattr(ex, part, fast_path.compile_module(getattr(ex, part)))
 
 
-def time_training(params: dict, name: str, fast: bool, device: torch.device, vgg: torch.nn.Module | None,
-                  warmup: int, iters: int, phase: str = "main", compile_: bool = False) -> float:
-    """Seconds per training iteration, the loop of pipeline.train.train_strategy on synthetic crops."""
+def training_setup(params: dict, name: str, fast: bool, device: torch.device, vgg: torch.nn.Module | None,
+                    total: int, phase: str = "main", compile_: bool = False):
+    """The trainer of one strategy and its batches of steps 1..total on synthetic crops, and the step function."""
     train, hr_size, scale = params["train"], int(params["crop"]["hr_size"]), int(params["crop"]["scale"])
     strategy = registry.get(name)
     if fast:
@@ -199,30 +199,92 @@ def time_training(params: dict, name: str, fast: bool, device: torch.device, vgg
     batch, seed = int(train["batch_size"]), int(train.get("seed", 0))
     n = max(4 * batch, 20)
     lr_u8, hr_u8 = synthetic_pairs(n, hr_size, scale)
-    total = warmup + iters
     batches = fast_path.Batches(lr_u8, hr_u8, lambda s: batch_indices(n, batch, seed, s), device, fast,
                                 range(1, total + 1))
 
-    def run(first: int, last: int) -> None:
-        pending = []
-        for s in range(first, last + 1):
-            lr, hr = batches(s)
-            values = trainer.step_autoencoder(hr) if phase == "rec" else trainer.step_main(lr, hr)
-            if trainer.defer:
-                pending.append((s, values))
-                if len(pending) == READ_BACK_EVERY:
-                    read_back(pending)
-                    pending = []
-            else:
-                sync(device)
-        if pending:
-            read_back(pending)
-        sync(device)
+    def step(s: int) -> dict:
+        lr, hr = batches(s)
+        return trainer.step_autoencoder(hr) if phase == "rec" else trainer.step_main(lr, hr)
 
-    run(1, warmup)
+    return trainer, step
+
+
+def run_steps(trainer: Trainer, step, first: int, last: int, device: torch.device, marks: list | None = None) -> None:
+    """Steps first..last as the training loop runs them (grouped read-back on the fast path, a sync per step
+    on the plain one); with `marks`, a time mark before each step and after the last (`time_mark`)."""
+    pending = []
+    for s in range(first, last + 1):
+        if marks is not None:
+            marks.append(time_mark(device))
+        values = step(s)
+        if trainer.defer:
+            pending.append((s, values))
+            if len(pending) == READ_BACK_EVERY:
+                read_back(pending)
+                pending = []
+        else:
+            sync(device)
+    if marks is not None:
+        marks.append(time_mark(device))
+    if pending:
+        read_back(pending)
+    sync(device)
+
+
+def time_mark(device: torch.device):
+    """A point in time: a recorded CUDA event on CUDA (the GPU's clock), else the host clock."""
+    if device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+def mark_seconds(marks: list, device: torch.device) -> list[float]:
+    """Seconds between consecutive marks (after a sync, so every CUDA event has completed)."""
+    sync(device)
+    if device.type == "cuda":
+        return [a.elapsed_time(b) / 1e3 for a, b in zip(marks, marks[1:])]
+    return [b - a for a, b in zip(marks, marks[1:])]
+
+
+def time_training(params: dict, name: str, fast: bool, device: torch.device, vgg: torch.nn.Module | None,
+                  warmup: int, iters: int, phase: str = "main", compile_: bool = False) -> float:
+    """Seconds per training iteration, the loop of pipeline.train.train_strategy on synthetic crops."""
+    trainer, step = training_setup(params, name, fast, device, vgg, warmup + iters, phase, compile_)
+    run_steps(trainer, step, 1, warmup, device)
     start = time.perf_counter()
-    run(warmup + 1, total)
+    run_steps(trainer, step, warmup + 1, warmup + iters, device)
     return (time.perf_counter() - start) / iters
+
+
+def training_step_times(params: dict, name: str, fast: bool, device: torch.device, vgg: torch.nn.Module | None,
+                        warmup: int, iters: int, phase: str = "main") -> list[float]:
+    """Seconds of each of `iters` training iterations after `warmup` (CUDA events on CUDA, host clock on CPU).
+
+    The loop of `time_training`; each iteration's time runs from its mark to the next one, so on the
+    GPU's timeline the fast path's queued steps and the plain path's per-step syncs are both counted.
+    """
+    trainer, step = training_setup(params, name, fast, device, vgg, warmup + iters, phase)
+    run_steps(trainer, step, 1, warmup, device)
+    marks: list = []
+    run_steps(trainer, step, warmup + 1, warmup + iters, device, marks)
+    return mark_seconds(marks, device)
+
+
+def matmul_rate(device: torch.device, n: int, dtype: torch.dtype = torch.bfloat16, warmup: int = 3,
+                iters: int = 10) -> float:
+    """FLOP/s of an n x n x n matrix product on random data (median of `iters` timed products after `warmup`)."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    for _ in range(warmup):
+        a @ b
+    marks = [time_mark(device)]
+    for _ in range(iters):
+        a @ b
+        marks.append(time_mark(device))
+    seconds = sorted(mark_seconds(marks, device))
+    return 2 * n ** 3 / seconds[len(seconds) // 2]
 
 
 def time_eval(params: dict, nets: dict, device: torch.device, n_images: int, batch: int) -> list[dict]:

@@ -20,6 +20,7 @@ bench/bench.py --compile measures it (`compile_module`).
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from typing import Callable, ContextManager, Iterable
 
@@ -30,6 +31,7 @@ from pipeline import imageset
 from pipeline.config import FAST_MODES as MODES
 
 DEVICE_DATA_SHARE = 0.5   # keep the crops on the GPU only when they use at most this share of its free memory
+CPU_BF16_ENV = "GCN_BENCH_CPU_BF16"   # "1": bf16 autocast on CPU too, so the GPU-lease rehearsal runs CUDA's precision path
 
 
 def resolve(setting: str | bool | None, device: torch.device) -> bool:
@@ -65,9 +67,14 @@ def set_memory_format(modules: Iterable[nn.Module | None], fast: bool) -> None:
 
 
 def autocast(device: torch.device, fast: bool) -> Callable[[], ContextManager]:
-    """A factory of the forward-pass context: bf16 autocast on CUDA in the fast path, else nothing."""
-    if fast and torch.device(device).type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    """A factory of the forward-pass context: bf16 autocast on CUDA in the fast path, else nothing.
+
+    With the environment variable GCN_BENCH_CPU_BF16=1 the fast path autocasts to bf16 on CPU too
+    (pipeline.lease --rehearse: the CUDA path's precision, rehearsed on a CPU; emulated there, so slow).
+    """
+    kind = torch.device(device).type
+    if fast and (kind == "cuda" or (kind == "cpu" and os.environ.get(CPU_BF16_ENV) == "1")):
+        return lambda: torch.autocast(kind, dtype=torch.bfloat16)
     return nullcontext
 
 
