@@ -11,7 +11,8 @@ files of at most 16 MiB, 64 MiB together, plain names, at most 2 folders deep. I
   crop count), ``lease.log``, ``environment.txt`` (nvidia-smi, versions) and
   ``bench/results-<device>.md`` (the speed table).
 
-`import_bundle` writes each run into models/<dataset>/<slug>/seed-<k>/ as the trainer would have
+`import_bundle` (python -m pipeline.lease --import DIR) writes each run into
+models/<dataset>/<slug>/seed-<k>/ as the trainer would have
 (generator.pt back in float32, loadable by pipeline.models.load_sr_model) after checking that its
 inputs hash is the one this project computes for the profile here, and copies it into the committed
 model zoo, zoo/<dataset>/<slug>/seed-<k>/ (float16 generator, config.json, log.csv.gz,
@@ -34,8 +35,8 @@ import torch
 from pipeline import paths
 from pipeline import strategies as registry
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, sha256_bytes
-from pipeline.lease_plan import ZOO, Run
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_file
+from pipeline.lease_plan import ZOO, Plan, Run, profile_params, run_digest
 
 MIB = 2 ** 20
 MAX_FILES = 8
@@ -307,3 +308,84 @@ def run_of(run_dir: Path) -> tuple[str, Run]:
 
 def save_lease_record(out: Path, record: dict) -> None:
     atomic_write_json(Path(out) / "lease.json", record)
+
+
+# ---------------------------------------------------------------- import
+
+def import_bundle(bundle: Path, repo: Path, root: Path, plan: Plan, rehearse: bool = False) -> list[Path]:
+    """A returned bundle into <root>/models and <root>/zoo, after checking every run's inputs hash here."""
+    from pipeline.lease_plan import evaluable_selection, is_imported, zoo_dir
+
+    params = profile_params(repo, plan, rehearse)
+    with tempfile.TemporaryDirectory(prefix="lease-import-") as tmp:
+        lease, run_dirs = read_bundle(bundle, Path(tmp))
+        if bool(lease.get("toy")) != rehearse:
+            raise UserError(f"{bundle}: a {'rehearsal' if lease.get('toy') else 'GPU lease'} bundle; import it "
+                            f"{'with' if lease.get('toy') else 'without'} the rehearsal's toy profile")
+        if not run_dirs:
+            print(f"{bundle}: no finished runs in this bundle (lease {lease['id']}: {lease.get('error', 'no error')})")
+            return []
+        manifest_sha = ensure_crops(params, plan.dataset, root)
+        wanted = lease.get("data", {}).get("manifest_sha256")
+        if manifest_sha != wanted:
+            raise UserError(f"{paths.manifest_path(plan.dataset)}: sha256 {manifest_sha[:12]} here, {str(wanted)[:12]} "
+                            f"on the lease: the crops differ (other data or crop parameters); nothing imported")
+        vgg_sha = None
+        checked = []
+        for run_dir in run_dirs:
+            dataset, run = run_of(run_dir)
+            if dataset != plan.dataset:
+                raise UserError(f"{run_dir.name}: dataset {dataset}, not the plan's {plan.dataset}; nothing imported")
+            if registry.get(run.strategy).needs_vgg19 and vgg_sha is None:
+                vgg_sha = local_vgg19(root)["sha256"]
+            digest = run_digest(params, run, manifest_sha, vgg_sha)
+            config = json.loads((run_dir / "config.json").read_text())
+            if config.get("inputs_hash") != digest or not config.get("completed"):
+                raise UserError(f"{run.key}: inputs hash {str(config.get('inputs_hash'))[:12]} from the lease, "
+                                f"{digest[:12]} here for {plan.profile}: trained with other parameters or code; "
+                                f"nothing imported")
+            checked.append((run_dir, run))
+        imported = []
+        for run_dir, run in checked:
+            dest = Path(root) / paths.model_dir(plan.dataset, run.slug, run.seed)
+            write_model(run_dir, dest, {"imported_from": str(bundle)})
+            write_zoo(run_dir, zoo_dir(root, plan.dataset, run))
+            imported.append(dest)
+            print(f"imported {run.key} (lease {lease['id']}) -> {dest} and {zoo_dir(root, plan.dataset, run)}")
+    write_zoo_index(root)
+    if not rehearse:
+        digests = {}
+        for run in plan.runs:
+            needs = registry.get(run.strategy).needs_vgg19
+            digests[run] = run_digest(params, run, manifest_sha, (vgg_sha or local_vgg19(root)["sha256"]) if needs else None)
+        done = {run for run in plan.runs if is_imported(root, plan.dataset, run, digests[run])}
+        strategy, seeds = evaluable_selection(done, plan.runs)
+        update_selection(repo / plan.profile, strategy, seeds)
+        print(f"{plan.profile}: strategy {strategy}, train.seeds {seeds} (every run imported so far that "
+              f"`dvc repro` can evaluate without training)")
+    return imported
+
+
+def ensure_crops(params: dict, dataset: str, root: Path) -> str:
+    """The dataset's crops at these parameters (download and crop stages' code when missing); the manifest sha256."""
+    from pipeline import crop, sources
+    from pipeline.fileio import read_json
+
+    root = Path(root)
+    info = read_json(root / paths.crops_dir(dataset) / "info.json") or {}
+    spec = {k: params["crop"][k] for k in ("hr_size", "scale", "downscale", "lr_from", "seed")}
+    policy = params["data"][dataset].get("crop", {})
+    same = all(info.get(k) == v for k, v in spec.items()) and info.get("requested") == {
+        "train": policy.get("n_train"), "test": policy.get("n_test")} and info.get("prep") == policy.get("prep", "crop")
+    if not same:
+        if not (root / paths.raw_dir(dataset) / "SOURCE.json").is_file():
+            sources.fetch_dataset(params, dataset, root)
+        crop.crop_dataset(params, dataset, root)
+    return sha256_file(root / paths.manifest_path(dataset))
+
+
+def local_vgg19(root: Path) -> dict:
+    """The VGG19 record the train stage will use here (registry's 8-bit copy, as on the lease)."""
+    from pipeline import weights
+
+    return weights.resolve("vgg19", ("cache", "registry"), root)[1]

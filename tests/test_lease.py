@@ -332,7 +332,8 @@ def test_rehearsal_bundle_is_within_the_device_limits(rehearsal):
 
 @pytest.mark.slow
 def test_imported_runs_are_up_to_date_for_the_trainer_and_the_zoo_restores_them(rehearsal, tmp_path):
-    from pipeline.lease import import_bundle, not_up_to_date
+    from pipeline.lease_bundle import import_bundle
+    from pipeline.lease_rehearsal import not_up_to_date
     from pipeline.lease_carry import data_dir, weights_dir
     from pipeline.weights import archives_dir
 
@@ -361,7 +362,7 @@ def test_imported_runs_are_up_to_date_for_the_trainer_and_the_zoo_restores_them(
 
 @pytest.mark.slow
 def test_import_refuses_a_bundle_trained_with_other_parameters(rehearsal, tmp_path):
-    from pipeline.lease import import_bundle
+    from pipeline.lease_bundle import import_bundle
     from pipeline.lease_carry import data_dir, weights_dir
     from pipeline.weights import archives_dir
 
