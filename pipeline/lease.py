@@ -129,7 +129,7 @@ def _lease(repo: Path, out: Path, work: Path, plan: Plan, clock: Clock, log: Lea
     log(f"lease {record['id']}: {plan.profile}{' + ' + str(plan.rehearsal_overlay) if toy else ''}, "
         f"deadline {clock.deadline:.0f} s")
     wheels = lease_device.install_wheels(repo, repo / LEASE_DIR / "site")
-    record["packages"] = lease_device.check_monitoring()
+    record["packages"] = lease_device.check_monitoring(work)
     log(f"set-up: {len(wheels)} carried wheels installed; DVCLive writes, lpips imports "
         f"({', '.join(f'{k} {v}' for k, v in record['packages'].items())})")
 
@@ -433,10 +433,9 @@ def _train(pending: list[Run], estimate: Estimate, train: dict, slots: int, cloc
         while len(running) < slots and pending:
             if bundle.room() < per_run_bytes * (len(running) + 1):
                 log("no more runs: the bundle would have no room for them")
-                pending_left = list(pending)
-                pending.clear()
-                for run in pending_left:
+                for run in pending:
                     record["runs"][run.key]["status"] = "not started: no room in the bundle"
+                pending.clear()
                 break
             run = choose_next(pending, seconds_of, clock.now(), clock.deadline)
             if run is None:

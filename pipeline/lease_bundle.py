@@ -249,11 +249,11 @@ def write_zoo_index(root: Path) -> Path:
 
 def restore_from_zoo(root: Path, dataset: str, rebuild_dvclive: bool = True) -> list[Path]:
     """models/<dataset>/ rebuilt from the committed zoo (a fresh clone: `dvc repro` then retrains nothing)."""
-    restored = []
+    root, restored = Path(root), []
     for config_path in sorted((Path(root) / ZOO / dataset).glob("*/seed-*/config.json")):
         folder = config_path.parent
         dest = Path(root) / paths.model_dir(dataset, folder.parent.name, int(folder.name.removeprefix("seed-")))
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(prefix=".lease-restore-", dir=root) as tmp:
             staged = Path(tmp)
             shutil.copy2(folder / "generator.pt", staged / "generator.pt")
             shutil.copy2(config_path, staged / "config.json")
@@ -317,7 +317,7 @@ def import_bundle(bundle: Path, repo: Path, root: Path, plan: Plan, rehearse: bo
     from pipeline.lease_plan import evaluable_selection, is_imported, zoo_dir
 
     params = profile_params(repo, plan, rehearse)
-    with tempfile.TemporaryDirectory(prefix="lease-import-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".lease-import-", dir=root) as tmp:   # beside models/: same disk
         lease, run_dirs = read_bundle(bundle, Path(tmp))
         if bool(lease.get("toy")) != rehearse:
             raise UserError(f"{bundle}: a {'rehearsal' if lease.get('toy') else 'GPU lease'} bundle; import it "

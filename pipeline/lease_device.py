@@ -54,13 +54,14 @@ def install_wheels(repo: Path, site: Path) -> list[str]:
     return [w.name for w in wheels]
 
 
-def check_monitoring() -> dict[str, str]:
-    """DVCLive writes a log as pipeline.monitor uses it, and lpips imports; their versions. LeaseError if not."""
+def check_monitoring(work: Path) -> dict[str, str]:
+    """DVCLive writes a log (in `work`) as pipeline.monitor uses it, and lpips imports; their versions. LeaseError if not."""
+    work.mkdir(parents=True, exist_ok=True)
     try:
         import lpips  # noqa: F401  (pipeline.perceptual, for the validation pass)
         from dvclive import Live
 
-        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        with tempfile.TemporaryDirectory(dir=work) as tmp, contextlib.redirect_stdout(io.StringIO()):
             live = Live(dir=str(Path(tmp) / "dvclive"), resume=False, save_dvc_exp=False, dvcyaml=False, report=None)
             live.step = 1
             live.log_metric("train/loss", 1.0)

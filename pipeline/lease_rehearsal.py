@@ -35,7 +35,9 @@ def rehearse(repo: Path, out: Path, plan: Plan, deadline_s: float, keep: bool = 
         print(f"prepare: {line}")
     report = lease_carry.preflight(repo, plan, real)
     print("pre-flight:\n" + lease_carry.describe(report))
-    tmp = Path(tempfile.mkdtemp(prefix="lease-rehearsal-"))
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".lease-rehearsal-", dir=out.parent))   # the device copy, the import project
     try:
         device = tmp / "device"
         lease_carry.copy_travelling(repo, device)
@@ -43,7 +45,6 @@ def rehearse(repo: Path, out: Path, plan: Plan, deadline_s: float, keep: bool = 
         env = {k: v for k, v in os.environ.items() if k not in ("GCN_BENCH_CACHE", "PYTHONPATH")}
         env.update(env_vars, PYTHONPATH=str(tmp / "blocker"), GCN_BENCH_CPU_BF16="1", OMP_NUM_THREADS="1",
                    PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1")
-        out = Path(out).resolve()
         if out.exists():
             shutil.rmtree(out)
         command = [sys.executable, "-m", "pipeline.lease", "--deadline-s", str(deadline_s), "--out", str(out), "--toy"]
