@@ -72,9 +72,14 @@ def merge(base: dict, overlay: dict) -> dict:
     return out
 
 
-def size_params(size: str) -> dict:
-    """The parameters of a benchmark size: `default` (params.yaml), `paper` (+ configs/paper.yaml), `tiny`."""
+def size_params(size: str, hr_size: int | None = None) -> dict:
+    """The parameters of a benchmark size: `default` (params.yaml), `paper` (+ configs/paper.yaml), `tiny`.
+
+    `hr_size` overrides the default size's crop.hr_size (e.g. 64, where issue 17 measured bf16 on CPU).
+    """
     params = load_params(REPO / "params.yaml")
+    if size == "default" and hr_size:
+        params = merge(params, {"crop": {"hr_size": int(hr_size)}})
     if size == "paper":
         params = merge(params, yaml.safe_load((REPO / "configs" / "paper.yaml").read_text()))
     elif size == "tiny":
@@ -185,15 +190,12 @@ def compile_trainer(trainer: Trainer) -> None:
                 setattr(ex, part, fast_path.compile_module(getattr(ex, part)))
 
 
-def time_training(params: dict, name: str, fast: bool, device: torch.device, weights: dict,
-                  warmup: int, iters: int, phase: str = "main", compile_: bool = False,
-                  precision: str | None = None, stats: dict | None = None) -> float:
-    """Seconds per training iteration, the loop of pipeline.train.train_strategy on synthetic crops.
+def training_setup(params: dict, name: str, fast: bool, device: torch.device, weights: dict,
+                   total: int, phase: str = "main", compile_: bool = False, precision: str | None = None):
+    """The trainer of one strategy and its batches of steps 1..total on synthetic crops, and the step function.
 
     `weights`: network -> (state_dict, record) of the ImageNet backbones (pipeline.weights.resolve).
     `precision` (bf16 / fp32) overrides pipeline.fast.precision (e.g. bf16 on a CPU that emulates it).
-    `stats`, when given, receives `warmup_extra_s`: the warm-up's seconds beyond the timed rate (with
-    `compile_`, the compilation time torch.compile must win back).
     """
     train, hr_size, scale = params["train"], int(params["crop"]["hr_size"]), int(params["crop"]["scale"])
     strategy = registry.get(name)
@@ -208,55 +210,102 @@ def time_training(params: dict, name: str, fast: bool, device: torch.device, wei
     batch, seed = int(train["batch_size"]), int(train.get("seed", 0))
     n = max(4 * batch, 20)
     lr_u8, hr_u8 = synthetic_pairs(n, hr_size, scale)
-    total = warmup + iters
     batches = fast_path.Batches(lr_u8, hr_u8, lambda s: batch_indices(n, batch, seed, s), device, fast,
                                 range(1, total + 1))
 
-    def run(first: int, last: int) -> None:
-        pending = []
-        for s in range(first, last + 1):
-            lr, hr = batches(s)
-            values = trainer.step_autoencoder(hr) if phase == "rec" else trainer.step_main(lr, hr)
-            if trainer.defer:
-                pending.append((s, values))
-                if len(pending) == READ_BACK_EVERY:
-                    read_back(pending)
-                    pending = []
-            else:
-                sync(device)
-        if pending:
-            read_back(pending)
-        sync(device)
+    def step(s: int) -> dict:
+        lr, hr = batches(s)
+        return trainer.step_autoencoder(hr) if phase == "rec" else trainer.step_main(lr, hr)
 
+    return trainer, step
+
+
+def run_steps(trainer: Trainer, step, first: int, last: int, device: torch.device, marks: list | None = None) -> None:
+    """Steps first..last as the training loop runs them (grouped read-back on the fast path, a sync per step
+    on the plain one); with `marks`, a time mark before each step and after the last (`time_mark`)."""
+    pending = []
+    for s in range(first, last + 1):
+        if marks is not None:
+            marks.append(time_mark(device))
+        values = step(s)
+        if trainer.defer:
+            pending.append((s, values))
+            if len(pending) == READ_BACK_EVERY:
+                read_back(pending)
+                pending = []
+        else:
+            sync(device)
+    if marks is not None:
+        marks.append(time_mark(device))
+    if pending:
+        read_back(pending)
+    sync(device)
+
+
+def time_mark(device: torch.device):
+    """A point in time: a recorded CUDA event on CUDA (the GPU's clock), else the host clock."""
+    if device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+def mark_seconds(marks: list, device: torch.device) -> list[float]:
+    """Seconds between consecutive marks (after a sync, so every CUDA event has completed)."""
+    sync(device)
+    if device.type == "cuda":
+        return [a.elapsed_time(b) / 1e3 for a, b in zip(marks, marks[1:])]
+    return [b - a for a, b in zip(marks, marks[1:])]
+
+
+def time_training(params: dict, name: str, fast: bool, device: torch.device, weights: dict,
+                  warmup: int, iters: int, phase: str = "main", compile_: bool = False,
+                  precision: str | None = None, stats: dict | None = None) -> float:
+    """Seconds per training iteration, the loop of pipeline.train.train_strategy on synthetic crops.
+
+    `stats`, when given, receives `warmup_extra_s`: the warm-up's seconds beyond the timed rate (with
+    `compile_`, the compilation time torch.compile must win back).
+    """
+    trainer, step = training_setup(params, name, fast, device, weights, warmup + iters, phase, compile_, precision)
     start = time.perf_counter()
-    run(1, warmup)
+    run_steps(trainer, step, 1, warmup, device)
     warm = time.perf_counter() - start
     start = time.perf_counter()
-    run(warmup + 1, total)
+    run_steps(trainer, step, warmup + 1, warmup + iters, device)
     seconds = (time.perf_counter() - start) / iters
     if stats is not None:
         stats["warmup_extra_s"] = max(warm - warmup * seconds, 0.0)
     return seconds
 
 
-def matmul_ceiling(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of a large n x n x n matrix product in `dtype` on `device`: the machine's practical limit.
+def training_step_times(params: dict, name: str, fast: bool, device: torch.device, weights: dict,
+                        warmup: int, iters: int, phase: str = "main") -> list[float]:
+    """Seconds of each of `iters` training iterations after `warmup` (CUDA events on CUDA, host clock on CPU).
 
-    The median of `reps` timed products after one warm-up, on random data (zeros can run faster).
+    The loop of `time_training`; each iteration's time runs from its mark to the next one, so on the
+    GPU's timeline the fast path's queued steps and the plain path's per-step syncs are both counted.
     """
-    g = torch.Generator().manual_seed(0)
+    trainer, step = training_setup(params, name, fast, device, weights, warmup + iters, phase)
+    run_steps(trainer, step, 1, warmup, device)
+    marks: list = []
+    run_steps(trainer, step, warmup + 1, warmup + iters, device, marks)
+    return mark_seconds(marks, device)
+
+
+def matmul_rate(device: torch.device, n: int, dtype: torch.dtype = torch.bfloat16, warmup: int = 3,
+                iters: int = 10) -> float:
+    """FLOP/s of an n x n x n matrix product on random data (median of `iters` timed products after `warmup`)."""
+    g = torch.Generator(device="cpu").manual_seed(0)
     a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
-    (a @ b).sum().item()
-    times = []
-    for _ in range(reps):
-        sync(device)
-        start = time.perf_counter()
-        c = a @ b
-        sync(device)
-        times.append(time.perf_counter() - start)
-        del c
-    times.sort()
-    return 2 * n ** 3 / times[len(times) // 2]
+    for _ in range(warmup):
+        a @ b
+    marks = [time_mark(device)]
+    for _ in range(iters):
+        a @ b
+        marks.append(time_mark(device))
+    seconds = sorted(mark_seconds(marks, device))
+    return 2 * n ** 3 / seconds[len(seconds) // 2]
 
 
 def time_eval(params: dict, nets: dict, device: torch.device, n_images: int, batch: int) -> list[dict]:
@@ -373,6 +422,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--sizes", default="default,paper", help="comma list of default, paper, tiny")
+    p.add_argument("--hr-size", type=int, default=None, help="HR crop size of the default size (default: params.yaml)")
     p.add_argument("--strategies", default="all", help="strategies timed at the default size (comma list or all)")
     p.add_argument("--paper-strategies", default="all",
                    help="strategies timed at the paper size; the others are estimated from their FLOPs")
@@ -420,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     env["native_bf16"] = device.type == "cuda" or fast_path.native_bf16_cpu()
     print("  matmul ceilings ...", file=sys.stderr, flush=True)
     n = 512 if args.tiny else 2048
-    ceilings = {"fp32": matmul_ceiling(device, torch.float32, n), "bf16": matmul_ceiling(device, torch.bfloat16, n)}
+    ceilings = {"fp32": matmul_rate(device, n, torch.float32, 1, 5), "bf16": matmul_rate(device, n, torch.bfloat16, 1, 5)}
     env.update({"matmul_fp32": ceilings["fp32"], "matmul_bf16": ceilings["bf16"], "matmul_n": n})
     print(f"bench on {env['device']}, torch {env['torch']}, {env['threads']} threads, load {env['load_average_start']}",
           file=sys.stderr)
@@ -442,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     estimates: list[str] = []
     per_size = {}
     for size in args.sizes.split(","):
-        params = size_params(size)
+        params = size_params(size, args.hr_size)
         is_paper = size == "paper"
         warmup = (args.paper_warmup if args.paper_warmup is not None else (1 if on_cpu else args.warmup)) \
             if is_paper else args.warmup

@@ -177,6 +177,34 @@ def plan_regions(shapes: dict[str, tuple[int, int]], policy: dict, hr: int, rng:
     return regions
 
 
+def disjoint_squares(regions: list[tuple], shapes: dict[str, tuple[int, int]], hr: int) -> dict[str, int]:
+    """How many non-overlapping hr x hr squares fit in each split's regions (a grid in every band).
+
+    Random crops of one region overlap one another, so this count, not the number of crops, bounds how
+    many independent test images a `by_region` split can give (pipeline.lease states it for the intervals).
+    """
+    counts = {split: 0 for split in SPLITS}
+    for source, split, y0, y1 in regions:
+        counts[split] += ((y1 - y0) // hr) * (shapes[source][1] // hr)
+    return counts
+
+
+def region_shapes(params: dict, name: str, root: Path = Path(".")) -> tuple[list[tuple], dict[str, tuple[int, int]]]:
+    """The (source, split, y0, y1) regions of a `prep: crop` dataset and the usable images' (height, width)."""
+    spec = dataset_spec(params, name)
+    policy = dict(spec["crop"], dataset=name)
+    hr, seed = params["crop"]["hr_size"], params["crop"].get("seed", 0)
+    record, files = read_record(root / paths.raw_dir(name))
+    shapes = {}
+    for entry, path in zip(record["files"], files):
+        try:
+            shapes[entry["path"]] = load_image(path, hr)[0].shape[:2]
+        except BadImage:
+            continue
+    rng = np.random.default_rng([seed, stable_hash(name), 1])   # as crop_dataset draws it
+    return plan_regions(shapes, policy, hr, rng), shapes
+
+
 def plan_images(names: list[str], policy: dict, rng: np.random.Generator) -> dict[str, list[str]]:
     """prep: resize: the whole images of each split, one HR/LR pair each (n_test for test, up to n_train)."""
     order = [names[i] for i in rng.permutation(len(names))]

@@ -24,6 +24,7 @@ bench/bench.py --compile measures it (`compile_module`).
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, ContextManager, Iterable
@@ -35,6 +36,7 @@ from pipeline import imageset
 from pipeline.config import FAST_MODES as MODES
 
 DEVICE_DATA_SHARE = 0.5   # keep the crops on the GPU only when they use at most this share of its free memory
+CPU_BF16_ENV = "GCN_BENCH_CPU_BF16"   # "1": bf16 autocast on CPU too, so the GPU-lease rehearsal runs CUDA's precision path
 
 
 def resolve(setting: str | bool | None, device: torch.device) -> bool:
@@ -100,11 +102,16 @@ def native_bf16_cpu() -> bool:
 
 
 def precision(device: torch.device, fast: bool) -> str:
-    """The training precision: `bf16` (autocast) on the fast path where the device computes bf16 natively, else `fp32`."""
+    """The training precision: `bf16` (autocast) on the fast path where the device computes bf16 natively, else `fp32`.
+
+    With the environment variable GCN_BENCH_CPU_BF16=1 the fast path takes bf16 on any CPU
+    (pipeline.lease --rehearse: the CUDA path's precision, rehearsed on a CPU; emulated there, so slow).
+    """
     if not fast:
         return "fp32"
     kind = torch.device(device).type
-    return "bf16" if kind == "cuda" or (kind == "cpu" and native_bf16_cpu()) else "fp32"
+    cpu_bf16 = native_bf16_cpu() or os.environ.get(CPU_BF16_ENV) == "1"
+    return "bf16" if kind == "cuda" or (kind == "cpu" and cpu_bf16) else "fp32"
 
 
 def autocast(device: torch.device, dtype: str) -> Callable[[], ContextManager]:

