@@ -27,6 +27,9 @@ RESOURCES = {
     "PAPER_RESULTS": "pipeline/resources/gcn_paper_results.csv",
     "PUBLISHED_SR_RESULTS": "pipeline/resources/sr_benchmark_results.csv",
     "TEMPLATES": "pipeline/templates",
+    # the lease's files: no dvc stage runs pipeline.lease, so they name no stage's deps
+    "DEVICE_PACKAGES": "pipeline/resources/lease-device-packages.txt",
+    "BLOCKER": "pipeline/resources/lease_sitecustomize.py",
 }
 # Snakefile rules that run another dvc stage's command (train_curves: train.py --curves-only).
 RULE_STAGE = {"train_curves": "train"}
