@@ -68,15 +68,20 @@ def imagenet(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) / 2 - MEAN) / STD
 
 
+def phi22_content(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """SRGAN's VGG22 content loss, written out: MSE of torchvision VGG19 phi_2,2 features / 12.75."""
+    phi22 = torchvision_vgg19(9)
+    return F.mse_loss(phi22(imagenet(sr)) / 12.75, phi22(imagenet(hr)) / 12.75)
+
+
 def test_srresnet_vgg22_is_the_mse_of_rescaled_vgg19_phi22():
     """SRResNet-VGG22 (SRGAN 3.4): MSE of VGG19 phi_2,2 (conv2_2 after its ReLU, torchvision's
     features[:9]) / 12.75, no adversarial term and no discriminator, whatever train.lambda2 says."""
     trainer = trainer_for("srresnet-vgg22", lambda2=0.5)
     lr, hr = smooth_batch()
-    phi22 = torchvision_vgg19(9)
     with torch.no_grad():
         sr, losses = trainer.generator_losses(lr, hr)
-        expected = F.mse_loss(phi22(imagenet(sr)) / 12.75, phi22(imagenet(hr)) / 12.75)
+        expected = phi22_content(sr, hr)
     torch.testing.assert_close(losses["loss_content"], expected, rtol=1e-4, atol=0)
     assert set(losses) == {"loss_content", "loss_g"} and torch.equal(losses["loss_g"], losses["loss_content"])
     assert trainer.extractor is None and trainer.lambda2 == 0.0
@@ -87,10 +92,9 @@ def test_srgan_vgg22_adds_a_fixed_1e3_adversarial_term_to_phi22():
     whatever train.lambda2 says; the discriminator is trained alongside (it is not Phi)."""
     trainer = trainer_for("srgan-vgg22", lambda2=0.5)
     lr, hr = smooth_batch()
-    phi22 = torchvision_vgg19(9)
     with torch.no_grad():
         sr, losses = trainer.generator_losses(lr, hr)
-        content = F.mse_loss(phi22(imagenet(sr)) / 12.75, phi22(imagenet(hr)) / 12.75)
+        content = phi22_content(sr, hr)
         adversarial = -torch.log(torch.sigmoid(trainer.extractor.logits(sr))).mean()
     torch.testing.assert_close(losses["loss_content"], content, rtol=1e-4, atol=0)
     torch.testing.assert_close(losses["loss_adv"], adversarial, rtol=1e-5, atol=0)

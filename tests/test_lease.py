@@ -330,20 +330,26 @@ def test_rehearsal_bundle_is_within_the_device_limits(rehearsal):
         assert f"| {name} |" in table
 
 
-@pytest.mark.slow
-def test_imported_runs_are_up_to_date_for_the_trainer_and_the_zoo_restores_them(rehearsal, tmp_path):
-    from pipeline.lease_bundle import import_bundle
-    from pipeline.lease_rehearsal import not_up_to_date
+def project_with_lease_inputs(repo: Path, plan, root: Path) -> Path:
+    """A project folder holding what the lease carried: the dataset's raw images and the weight archives."""
     from pipeline.lease_carry import data_dir, weights_dir
     from pipeline.weights import archives_dir
 
-    repo, out, _ = rehearsal
-    plan = load_plan(repo / "configs" / "lease-plan.yaml")
-    root = tmp_path / "project"
     shutil.copytree(data_dir(repo, plan.dataset), root / paths.raw_dir(plan.dataset))
     archives_dir(root).mkdir(parents=True)
     for archive in weights_dir(repo).glob("*"):
         shutil.copy2(archive, archives_dir(root) / archive.name)
+    return root
+
+
+@pytest.mark.slow
+def test_imported_runs_are_up_to_date_for_the_trainer_and_the_zoo_restores_them(rehearsal, tmp_path):
+    from pipeline.lease_bundle import import_bundle
+    from pipeline.lease_rehearsal import not_up_to_date
+
+    repo, out, _ = rehearsal
+    plan = load_plan(repo / "configs" / "lease-plan.yaml")
+    root = project_with_lease_inputs(repo, plan, tmp_path / "project")
     imported = import_bundle(out, repo, root, plan, rehearse=True)
     assert len(imported) == len(plan.rehearsal_runs)
     for model_dir in imported:
@@ -363,8 +369,6 @@ def test_imported_runs_are_up_to_date_for_the_trainer_and_the_zoo_restores_them(
 @pytest.mark.slow
 def test_import_refuses_a_bundle_trained_with_other_parameters(rehearsal, tmp_path):
     from pipeline.lease_bundle import import_bundle
-    from pipeline.lease_carry import data_dir, weights_dir
-    from pipeline.weights import archives_dir
 
     repo, out, _ = rehearsal
     other = tmp_path / "repo"
@@ -372,11 +376,7 @@ def test_import_refuses_a_bundle_trained_with_other_parameters(rehearsal, tmp_pa
     overlay = other / "configs" / "lease-rehearsal.yaml"
     overlay.write_text(overlay.read_text().replace("iterations: 6", "iterations: 7"))
     plan = load_plan(other / "configs" / "lease-plan.yaml")
-    root = tmp_path / "project"
-    shutil.copytree(data_dir(repo, plan.dataset), root / paths.raw_dir(plan.dataset))
-    archives_dir(root).mkdir(parents=True)
-    for archive in weights_dir(repo).glob("*"):
-        shutil.copy2(archive, archives_dir(root) / archive.name)
+    root = project_with_lease_inputs(repo, plan, tmp_path / "project")
     with pytest.raises(UserError, match="trained with other parameters or code; nothing imported"):
         import_bundle(out, other, root, plan, rehearse=True)
     assert not (root / paths.MODELS).exists() and not (root / "zoo").exists()
