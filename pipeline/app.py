@@ -4,6 +4,7 @@
     gcn-bench score SR_DIR HR_DIR [--scale 4] [--csv scores.csv] [--networks squeeze,alex,vgg]
     gcn-bench models [--root .]
     gcn-bench config MODEL [--root .]
+    gcn-bench compare PER_IMAGE_CSV [--reference bicubic] [--metrics psnr_y,ssim_y,pe_alex_lin,pe_vgg_lin]
 
 MODEL is a strategy folder written by the train stage (models/<dataset>/<strategy>/) or
 `<dataset>/<strategy>`, looked up under <root>/models. A mistake the user can fix (missing file,
@@ -158,6 +159,41 @@ def cmd_config(args: argparse.Namespace) -> None:
     print(json.dumps(read_config(folder), indent=2))
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Every method minus the reference, image by image: mean difference, 95% interval, paired p-value."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline import stats, tables
+
+    if not args.per_image.is_file():
+        raise UserError(f"{args.per_image}: no such file (results/<dataset>/per_image.csv, written by the evaluate stage)")
+    frame = tables.per_image_frame(pd.read_csv(args.per_image, dtype={"id": str}), "data")
+    methods = sorted(frame["method"].unique())
+    if args.reference not in methods:
+        raise UserError(f"--reference {args.reference!r} is not in {args.per_image}; valid choices: {', '.join(methods)}")
+    columns = {c.key: c for c in tables.COLUMNS if c.key in set(frame["metric"])}
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    unknown = [m for m in metrics if m not in columns]
+    if unknown:
+        raise UserError(f"--metrics: {', '.join(unknown)} not in {args.per_image}; valid choices: {', '.join(columns)}")
+    for metric in metrics:
+        column, arrays = columns[metric], tables.column_arrays(frame, "data", metric)
+        reference = arrays.pop(args.reference, None)
+        if reference is None:
+            print(f"{metric}: n/a for {args.reference}")
+            continue
+        if reference.shape[0] > 1 and np.ptp(reference, axis=0).max() == 0:
+            reference = reference[:1]  # a deterministic method scored once per seed
+        better = "lower" if column.lower_is_better else "higher"
+        print(f"{metric} ({better} is better): method - {args.reference}, mean over seeds and test images [95% interval]")
+        digits = column.decimals + 1
+        for name, values in arrays.items():
+            d = stats.difference_stats(values, reference)
+            print(f"  {name:<16} {d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]"
+                  f"  p {d['p_value']:.2g}  ({d['n_seeds']} seeds x {d['n_images']} images)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gcn-bench", description=__doc__.split("\n")[0].split(": ", 1)[1])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -198,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--seed", type=int, default=None, help="which seed's model (default: the lowest trained)")
     cf.add_argument("--root", type=Path, default=Path("."), help="project folder holding models/ (default .)")
     cf.set_defaults(run=cmd_config)
+
+    cp = commands.add_parser("compare", help="each method minus a reference (bicubic), paired over the test images")
+    cp.add_argument("per_image", metavar="PER_IMAGE_CSV", type=Path,
+                    help="results/<dataset>/per_image.csv, written by the evaluate stage")
+    cp.add_argument("--reference", default="bicubic", help="the deterministic method subtracted (default bicubic)")
+    cp.add_argument("--metrics", default="psnr_y,ssim_y,pe_alex_lin,pe_vgg_lin",
+                    help="comma-separated per-image columns (default psnr_y,ssim_y,pe_alex_lin,pe_vgg_lin)")
+    cp.set_defaults(run=cmd_compare)
     return parser
 
 

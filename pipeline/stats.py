@@ -22,6 +22,8 @@ true mean 91-95% of the time with 3-5 seeds and 94% with 10 (1000 draws each).
   Wilcoxon signed-rank test over test images (each image averaged over seeds first, so images are
   the unit), two-sided because the best was chosen from the same data, Holm-corrected across the
   methods. Methods the test cannot separate from the best share rank 1 ("ties shown as ties").
+- ``difference_stats``: a method minus a deterministic reference (bicubic) image by image, with the
+  crossed-bootstrap interval of the mean difference and the paired p-value (``gcn-bench compare``).
 - ``winner_frequencies``: the paper's selection rule (GCN paper 4.2: lowest maximum PE over the
   perceptual networks) re-applied on joint resamples of seeds and images; share of wins per method.
 - ``rank_agreement`` / ``verdict``: Kendall's tau between our column and the paper's.
@@ -144,6 +146,26 @@ def cell_stats(values: np.ndarray, n_resamples: int = N_RESAMPLES, confidence: f
     seed_sd = float(values.mean(axis=1).std(ddof=1)) if n_seeds > 1 else math.nan
     return {"mean": mean, "ci_low": float(low), "ci_high": float(high), "seed_sd": seed_sd,
             "n_seeds": n_seeds, "n_images": n_images}
+
+
+def difference_stats(values: np.ndarray, reference: np.ndarray, n_resamples: int = N_RESAMPLES,
+                     confidence: float = CONFIDENCE, seed: int = SEED) -> dict:
+    """Mean difference ``values - reference`` over the same test images, with its interval and paired p-value.
+
+    ``reference`` is deterministic (one row, e.g. bicubic): it is subtracted image by image from every
+    seed's row and the difference goes through ``cell_stats`` (crossed bootstrap of seeds and images).
+    Why: the image-to-image spread (a hard crop is hard for every method) cancels in the difference, so
+    "is mse above bicubic?" is read from this interval, not from two overlapping cell intervals.
+    Returns cell_stats' keys plus ``p_value`` (``paired_p_value``, Wilcoxon over images).
+    """
+    values, reference = _check(values), _check(reference, "reference")
+    if reference.shape[0] != 1:
+        raise ValueError(f"the reference must be deterministic (one seed), got {reference.shape[0]} seeds")
+    if reference.shape[1] != values.shape[1]:
+        raise ValueError(f"paired difference needs the same images: {values.shape[1]} vs {reference.shape[1]}")
+    result = cell_stats(values - reference, n_resamples, confidence, seed)
+    result["p_value"] = paired_p_value(values, reference)
+    return result
 
 
 # ----------------------------------------------------------------------------- ties with the best

@@ -245,3 +245,30 @@ def test_score_perceptual_error_with_weights(project, tmp_path, weights_root):
         with torch.no_grad():
             assert row["pe_alex_lin"] == pytest.approx(float(model(*pair)), rel=1e-4)
         assert row["pe_alex"] > 0
+
+
+def test_compare_prints_each_method_minus_the_reference_and_refuses_unknown_names(tmp_path, capsys):
+    """gcn-bench compare on a per_image.csv laid out as the evaluate stage writes it (bicubic on seed 0 only)."""
+    rng = np.random.default_rng(0)
+    hardness = rng.normal(20.0, 2.0, 64)
+    rows = [{"id": f"test-{i:06d}", "strategy": "bicubic", "seed": 0, "psnr_y": h} for i, h in enumerate(hardness)]
+    for seed in (0, 1):
+        rows += [{"id": f"test-{i:06d}", "strategy": "mse", "seed": seed, "psnr_y": h + 0.3 + rng.normal(0, 0.05)}
+                 for i, h in enumerate(hardness)]
+    per_image = tmp_path / "per_image.csv"
+    pd.DataFrame(rows).to_csv(per_image, index=False)
+    app.main(["compare", str(per_image), "--metrics", "psnr_y"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("mse"))
+    parts = line.split()
+    mean, low, high = float(parts[1]), float(parts[2].strip("[,")), float(parts[3].strip("],"))
+    assert mean == pytest.approx(0.3, abs=0.02) and 0 < low < 0.3 < high and "2 seeds x 64 images" in line
+
+    def refused(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            app.main(["compare", *args])
+        assert exit_info.value.code == 2
+        return _error_line(capsys.readouterr().err)
+
+    assert "valid choices: bicubic, mse" in refused(str(per_image), "--reference", "srgan")
+    assert "valid choices: psnr_y" in refused(str(per_image), "--metrics", "psnr")
+    assert "no such file" in refused(str(tmp_path / "nowhere.csv"))

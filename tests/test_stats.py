@@ -228,3 +228,31 @@ def test_long_form_to_arrays_and_column_table():
     assert table.loc["mse", "rank"] == 1 and table.loc["dis", "rank"] == 2
     assert table.loc["dis", "ci_low"] < table.loc["dis", "mean"] < table.loc["dis", "ci_high"]
     assert table.loc["mse", "n_seeds"] == 2 and table.loc["mse", "n_images"] == 12
+
+
+# ----------------------------------------------------------------------------- difference to a reference
+
+def test_difference_to_a_deterministic_reference_separates_what_the_cell_intervals_cannot():
+    """A method 0.1 above bicubic on every image, with a large image-to-image spread that both share:
+    the two cells' intervals overlap, the paired difference's interval is near +0.1 and excludes 0."""
+    rng = np.random.default_rng(3)
+    hardness = rng.normal(20.0, 2.0, 200)                  # per image, shared by every method
+    reference = hardness[None, :]                           # bicubic: one deterministic row
+    method = hardness + 0.1 + rng.normal(0, 0.02, (2, 1)) + rng.normal(0, 0.05, (2, 200))
+    cell_ref, cell_method = stats.cell_stats(reference), stats.cell_stats(method)
+    assert cell_method["ci_low"] < cell_ref["ci_high"]     # overlapping: the cells cannot tell them apart
+    diff = stats.difference_stats(method, reference)
+    assert diff["ci_low"] > 0 and diff["mean"] == pytest.approx(0.1, abs=0.03)
+    # the shared image spread cancels: the difference's interval is far narrower than a cell's
+    assert diff["ci_high"] - diff["ci_low"] < (cell_method["ci_high"] - cell_method["ci_low"]) / 4
+    assert diff["p_value"] < 1e-6 and diff["n_seeds"] == 2 and diff["n_images"] == 200
+    below = stats.difference_stats(reference.repeat(2, axis=0) - 0.1, reference)   # the sign is method - reference
+    assert below["ci_high"] < 0
+
+
+def test_difference_needs_a_deterministic_reference_on_the_same_images():
+    values = np.ones((2, 5))
+    with pytest.raises(ValueError, match="deterministic"):
+        stats.difference_stats(values, np.ones((2, 5)))
+    with pytest.raises(ValueError, match="same images"):
+        stats.difference_stats(values, np.ones((1, 4)))
