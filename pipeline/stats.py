@@ -152,15 +152,18 @@ def difference_stats(values: np.ndarray, reference: np.ndarray, n_resamples: int
                      confidence: float = CONFIDENCE, seed: int = SEED) -> dict:
     """Mean difference ``values - reference`` over the same test images, with its interval and paired p-value.
 
-    ``reference`` is deterministic (one row, e.g. bicubic): it is subtracted image by image from every
-    seed's row and the difference goes through ``cell_stats`` (crossed bootstrap of seeds and images).
+    ``reference`` is deterministic (e.g. bicubic): one row, or one identical row per seed (a deterministic
+    method scored once per seed, as the evaluate stage writes it), which counts once. It is subtracted image
+    by image from every seed's row and the difference goes through ``cell_stats`` (crossed bootstrap of seeds and images).
     Why: the image-to-image spread (a hard crop is hard for every method) cancels in the difference, so
     "is mse above bicubic?" is read from this interval, not from two overlapping cell intervals.
     Returns cell_stats' keys plus ``p_value`` (``paired_p_value``, Wilcoxon over images).
     """
     values, reference = _check(values), _check(reference, "reference")
+    if reference.shape[0] > 1 and np.ptp(reference, axis=0).max() == 0:
+        reference = reference[:1]  # the same deterministic values once per seed: one sample, not several
     if reference.shape[0] != 1:
-        raise ValueError(f"the reference must be deterministic (one seed), got {reference.shape[0]} seeds")
+        raise ValueError(f"the reference must be deterministic (equal rows), got {reference.shape[0]} different seeds")
     if reference.shape[1] != values.shape[1]:
         raise ValueError(f"paired difference needs the same images: {values.shape[1]} vs {reference.shape[1]}")
     result = cell_stats(values - reference, n_resamples, confidence, seed)
