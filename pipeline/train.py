@@ -47,6 +47,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -498,6 +499,128 @@ def backbone_modules(strategy: Strategy, train: dict, weights: Mapping[str, tupl
     return modules
 
 
+@dataclass
+class Progress:
+    """What a run has done so far, kept in its checkpoint so a resumed run continues exactly."""
+
+    step: int = 0                                       # global step (all phases)
+    rows: list = field(default_factory=list)            # main-phase losses, one dict per iteration
+    pre_rows: list = field(default_factory=list)        # rec / pretrain_mse losses
+    seconds: dict = field(default_factory=lambda: {"rec": 0.0, "pretrain_mse": 0.0, "main": 0.0})
+    monitor: dict = field(default_factory=dict)         # the monitor's state (validation rows)
+
+
+def run_record(strategy: Strategy, params: dict, dataset: str, manifest_sha256: str,
+               weights: Mapping[str, tuple[dict, dict]]) -> dict:
+    """config.json's description of a run (strategy, data, parameters, backbone weights) with its inputs hash.
+
+    Raises ValueError when `weights` lacks a backbone the strategy's loss uses (see loss_weights).
+    """
+    missing = [network for network in strategy.backbones if network not in weights]
+    if missing:
+        raise ValueError(f"strategy {strategy.name} needs the weights of {', '.join(missing)} (see loss_weights)")
+    records = [weights[network][1] for network in strategy.backbones]
+    digest = inputs_hash(strategy, params, manifest_sha256,
+                         {network: record["sha256"] for network, record in zip(strategy.backbones, records)})
+    train = params["train"]
+    record = {"strategy": strategy.name, "slug": registry.slug(strategy.name), "dataset": dataset,
+              "seed": int(train.get("seed", 0)), "description": strategy.description,
+              "definition": strategy.definition(), "inputs_hash": digest, "manifest_sha256": manifest_sha256,
+              "scale": int(params["crop"]["scale"]), "crop": params["crop"], "train": train}
+    if records:
+        record["weights"] = records
+    return record
+
+
+def check_pairs(dataset: str, data: tuple[torch.Tensor, torch.Tensor], scale: int) -> int:
+    """The HR crop size of the training pairs; a UserError when LR and HR sizes disagree with the scale."""
+    lr_all, hr_all = data
+    hr_size = int(hr_all.shape[-1])
+    if hr_size != int(lr_all.shape[-1]) * scale:
+        raise UserError(f"dataset {dataset!r}: HR crops of {hr_size} px and LR crops of {lr_all.shape[-1]} px do not "
+                        f"match crop.scale {scale}; rerun the crop stage")
+    return hr_size
+
+
+def resume(trainer: Trainer, ckpt_path: Path, digest: str, device: torch.device, where: str) -> Progress:
+    """The progress (and trainer and RNG state) of the checkpoint when it holds the same inputs, else a fresh start.
+
+    A stale checkpoint (other inputs) is deleted. `where` names the run in the log.
+    """
+    if not ckpt_path.is_file():
+        return Progress()
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if state.get("inputs_hash") != digest:
+        log.info("%s: discarding %s (its inputs differ)", where, ckpt_path)
+        ckpt_path.unlink()
+        return Progress()
+    trainer.load_state_dict(state["trainer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if device.type == "cuda" and state["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(state["rng"]["cuda"])
+    log.info("%s: resuming from %s at step %d", where, ckpt_path, state["step"])
+    return Progress(state["step"], state["log"], state["pretrain_log"], state["seconds"], state.get("monitor", {}))
+
+
+def write_checkpoint(ckpt_path: Path, digest: str, trainer: Trainer, progress: Progress,
+                     watch: monitor.Monitor, device: torch.device) -> None:
+    """Everything `resume` needs to continue this run bit-identically (on CPU), written atomically."""
+    save_checkpoint(ckpt_path, {"inputs_hash": digest, "step": progress.step, "trainer": trainer.state_dict(),
+                                "log": progress.rows, "pretrain_log": progress.pre_rows, "seconds": progress.seconds,
+                                "monitor": watch.state_dict(),
+                                "rng": {"torch": torch.get_rng_state(),
+                                        "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}})
+
+
+def optimize(trainer: Trainer, phase: str, lr: torch.Tensor, hr: torch.Tensor, batch_size: int,
+             separate: bool) -> dict:
+    """One training step of `phase` on the step's batch (two mini-batches with d_update=separate): its losses."""
+    if phase == "rec":
+        return trainer.step_autoencoder(hr[:batch_size])
+    if phase == "pretrain_mse":
+        return trainer.step_pretrain(lr[:batch_size], hr[:batch_size])
+    second = (lr[batch_size:], hr[batch_size:]) if separate else None
+    return trainer.step_main(lr[:batch_size], hr[:batch_size], second)
+
+
+def record_losses(ready: list[tuple[int, dict]], plan: list[tuple[str, int]], progress: Progress,
+                  watch: monitor.Monitor) -> None:
+    """Append read-back losses to the run's logs: main iterations to log.csv and DVCLive, the rest to pretrain_log."""
+    for at, values in ready:
+        phase, offset = current_phase(plan, at)
+        if phase == "main":
+            progress.rows.append({"iteration": at - offset, **values})
+            watch.log_losses(at - offset, values)
+        else:
+            progress.pre_rows.append({"iteration": at, "phase": phase, "loss": next(iter(values.values()))})
+
+
+def write_outputs(out_dir: Path, record: dict, strategy: Strategy, trainer: Trainer, plan: list[tuple[str, int]],
+                  progress: Progress, watch: monitor.Monitor, device: torch.device, fast: bool) -> None:
+    """The finished run: generator.pt, logs, DVCLive files and config.json (last: it marks the folder complete)."""
+    save_generator(trainer.generator, trainer.arch, out_dir / "generator.pt")
+    watch.close(out_dir)
+    columns = main_columns(strategy, trainer)
+    write_csv(out_dir / "log.csv", columns, progress.rows)
+    if progress.pre_rows:
+        write_csv(out_dir / "pretrain_log.csv", ["iteration", "phase", "loss"], progress.pre_rows)
+    seconds, main_iterations = progress.seconds, plan[-1][1]
+    config = {**record, "arch": trainer.arch, "lambda1": trainer.lambda1, "lambda2": trainer.lambda2,
+              "iterations": main_iterations, "phases": dict(plan), "device": str(device),
+              "fast": fast, "precision": trainer.precision,
+              "torch": torch.__version__, "seconds": round(sum(seconds.values()), 3),
+              "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
+              "seconds_per_iteration": round(seconds["main"] / max(main_iterations, 1), 4),
+              "monitor_seconds": round(watch.seconds, 3), "completed": True}
+    if "loss_d" in columns:
+        config["d_wins"] = monitor.d_wins(progress.rows)
+        if config["d_wins"]:
+            log.warning("%s/%s seed %s: the discriminator won outright (mean loss_d < %g over the last %d%% of "
+                        "iterations): the adversarial signal vanished", record["dataset"], strategy.name,
+                        record["seed"], monitor.D_WINS_LOSS, round(100 * monitor.D_WINS_SHARE))
+    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2))
+
+
 def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: tuple[torch.Tensor, torch.Tensor],
                    manifest_sha256: str, weights: Mapping[str, tuple[dict, dict]] | None = None,
                    stop_after: int | None = None, validation: monitor.ValidationSet | None = None) -> Path:
@@ -510,64 +633,33 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
     Losses are logged with DVCLive (pipeline.monitor) and, with a `validation` set, the generator is
     scored on it every `train.validate_every` main iterations.
     """
-    strategy = registry.get(name)
-    train = params["train"]
-    scale = int(params["crop"]["scale"])
+    strategy, train = registry.get(name), params["train"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = weights or {}
-    missing = [network for network in strategy.backbones if network not in weights]
-    if missing:
-        raise ValueError(f"strategy {name} needs the weights of {', '.join(missing)} (see loss_weights)")
-    records = [weights[network][1] for network in strategy.backbones]
-    digest = inputs_hash(strategy, params, manifest_sha256,
-                         {network: record["sha256"] for network, record in zip(strategy.backbones, records)})
-    base = {"strategy": name, "slug": registry.slug(name), "dataset": dataset, "seed": int(train.get("seed", 0)),
-            "description": strategy.description,
-            "definition": strategy.definition(), "inputs_hash": digest, "manifest_sha256": manifest_sha256,
-            "scale": scale, "crop": params["crop"], "train": train}
-    if records:
-        base["weights"] = records
-
+    record = run_record(strategy, params, dataset, manifest_sha256, weights or {})
     if not strategy.trains_generator:
-        atomic_write_text(out_dir / "config.json", json.dumps({**base, "untrained": True, "completed": True}, indent=2))
+        atomic_write_text(out_dir / "config.json", json.dumps({**record, "untrained": True, "completed": True},
+                                                              indent=2))
         return out_dir
 
-    lr_all, hr_all = data
-    hr_size = int(hr_all.shape[-1])
-    if hr_size != int(lr_all.shape[-1]) * scale:
-        raise UserError(f"dataset {dataset!r}: HR crops of {hr_size} px and LR crops of {lr_all.shape[-1]} px do not "
-                        f"match crop.scale {scale}; rerun the crop stage")
+    scale = int(params["crop"]["scale"])
+    hr_size = check_pairs(dataset, data, scale)
     device = choose_device(train.get("device", "auto"))
     fast = fast_path.resolve(train.get("fast", "auto"), device)
     if fast:
         fast_path.configure_backends(device)
-    trainer = Trainer(strategy, train, hr_size, scale, device, backbone_modules(strategy, train, weights), fast)
+    trainer = Trainer(strategy, train, hr_size, scale, device, backbone_modules(strategy, train, weights or {}), fast)
     plan = phases(strategy, train)
     total = sum(n for _, n in plan)
 
     # Resume when a checkpoint of the same inputs exists; a stale one (other inputs) is discarded.
-    ckpt_path = out_dir / CHECKPOINT
-    step, rows, pre_rows, seconds = 0, [], [], {"rec": 0.0, "pretrain_mse": 0.0, "main": 0.0}
-    watched = {}  # the monitor's state (validation rows) from the checkpoint
+    ckpt_path, digest = out_dir / CHECKPOINT, record["inputs_hash"]
     (out_dir / "config.json").unlink(missing_ok=True)  # the folder is incomplete from here on
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("inputs_hash") == digest:
-            trainer.load_state_dict(state["trainer"])
-            step, rows, pre_rows, seconds = state["step"], state["log"], state["pretrain_log"], state["seconds"]
-            watched = state.get("monitor", {})
-            torch.set_rng_state(state["rng"]["torch"])
-            if device.type == "cuda" and state["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(state["rng"]["cuda"])
-            log.info("%s/%s: resuming from %s at step %d of %d", dataset, name, ckpt_path, step, total)
-        else:
-            log.info("%s/%s: discarding %s (its inputs differ)", dataset, name, ckpt_path)
-            ckpt_path.unlink()
-    last_good = step if ckpt_path.is_file() else None
-
-    if step >= plan[0][1] and strategy.learning == "disjoint":
+    progress = resume(trainer, ckpt_path, digest, device, f"{dataset}/{name}")
+    last_good = progress.step if ckpt_path.is_file() else None
+    if progress.step >= plan[0][1] and strategy.learning == "disjoint":
         trainer.freeze_extractor()  # resumed after the auto-encoder phase
 
+    lr_all, hr_all = data
     batch_size, seed = int(train["batch_size"]), int(train.get("seed", 0))
     separate, flips = trainer.d_update == "separate", bool(train.get("hflip", True))
 
@@ -576,11 +668,11 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
         first = batch_indices(len(hr_all), batch_size, seed, s)
         return torch.cat([first, batch_indices(len(hr_all), batch_size, seed, s, 1)]) if separate else first
 
-    batches = fast_path.Batches(lr_all, hr_all, indices, device, fast, range(step + 1, total + 1))
+    batches = fast_path.Batches(lr_all, hr_all, indices, device, fast, range(progress.step + 1, total + 1))
     every = int(train["checkpoint_every"])
     # DVCLive log and validation; rewritten from the checkpoint's history, so resumed steps are not duplicated
-    watch = monitor.Monitor(out_dir, plan[-1][1], int(train.get("validate_every", 0)), validation, rows,
-                            watched.get("validation"))
+    watch = monitor.Monitor(out_dir, plan[-1][1], int(train.get("validate_every", 0)), validation, progress.rows,
+                            progress.monitor.get("validation"))
 
     def diverged(err: TrainingDiverged, at: int) -> TrainingDiverged:
         phase, offset = current_phase(plan, at)
@@ -591,13 +683,14 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
 
     pending: list[tuple[int, dict]] = []  # fast path: (step, loss tensors) not read back yet
     window = time.perf_counter()
-    bar = tqdm(total=total, initial=step, desc=f"train {dataset}/{name}", unit="it", dynamic_ncols=True,
+    bar = tqdm(total=total, initial=progress.step, desc=f"train {dataset}/{name}", unit="it", dynamic_ncols=True,
                mininterval=1.0)
     try:
-        while step < total:
-            if stop_after is not None and step >= stop_after:
+        while progress.step < total:
+            if stop_after is not None and progress.step >= stop_after:
                 return out_dir
-            step += 1
+            progress.step += 1
+            step = progress.step
             phase, offset = current_phase(plan, step)
             lr, hr = batches(step)
             if flips:
@@ -605,13 +698,7 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
                 lr, hr = hflip(lr, mask), hflip(hr, mask)
             start = time.perf_counter()
             try:
-                if phase == "rec":
-                    values = trainer.step_autoencoder(hr[:batch_size])
-                elif phase == "pretrain_mse":
-                    values = trainer.step_pretrain(lr[:batch_size], hr[:batch_size])
-                else:
-                    second = (lr[batch_size:], hr[batch_size:]) if separate else None
-                    values = trainer.step_main(lr[:batch_size], hr[:batch_size], second)
+                values = optimize(trainer, phase, lr, hr, batch_size, separate)
             except TrainingDiverged as err:
                 raise diverged(err, step) from None
             if trainer.defer:
@@ -624,19 +711,13 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
                     except TrainingDiverged as err:
                         raise diverged(err, err.step) from None
                     pending = []
-                    seconds[phase] += time.perf_counter() - window
+                    progress.seconds[phase] += time.perf_counter() - window
             else:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                seconds[phase] += time.perf_counter() - start
+                progress.seconds[phase] += time.perf_counter() - start
                 ready = [(step, values)]
-            for at, values in ready:
-                at_phase, at_offset = current_phase(plan, at)
-                if at_phase == "main":
-                    rows.append({"iteration": at - at_offset, **values})
-                    watch.log_losses(at - at_offset, values)
-                else:
-                    pre_rows.append({"iteration": at, "phase": at_phase, "loss": next(iter(values.values()))})
+            record_losses(ready, plan, progress, watch)
             if phase == "main" and watch.due(step - offset):
                 watch.validate(step - offset, trainer.generator)  # eval mode, no gradients: training unchanged
             if phase == "rec" and step == plan[0][1]:
@@ -645,37 +726,14 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
             if ready:
                 bar.set_postfix({k.removeprefix("loss_"): f"{v:.4g}" for k, v in ready[-1][1].items()}, refresh=False)
             if step % every == 0 and step < total:
-                save_checkpoint(ckpt_path, {"inputs_hash": digest, "step": step, "trainer": trainer.state_dict(),
-                                            "log": rows, "pretrain_log": pre_rows, "seconds": seconds,
-                                            "monitor": watch.state_dict(),
-                                            "rng": {"torch": torch.get_rng_state(),
-                                                    "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}})
+                write_checkpoint(ckpt_path, digest, trainer, progress, watch, device)
                 last_good = step
             if ready:
                 window = time.perf_counter()  # the next read-back window starts here
     finally:
         bar.close()
 
-    save_generator(trainer.generator, trainer.arch, out_dir / "generator.pt")
-    watch.close(out_dir)
-    write_csv(out_dir / "log.csv", main_columns(strategy, trainer), rows)
-    if pre_rows:
-        write_csv(out_dir / "pretrain_log.csv", ["iteration", "phase", "loss"], pre_rows)
-    main_iterations = plan[-1][1]
-    config = {**base, "arch": trainer.arch, "lambda1": trainer.lambda1, "lambda2": trainer.lambda2,
-              "iterations": main_iterations, "phases": dict(plan), "device": str(device),
-              "fast": fast, "precision": trainer.precision,
-              "torch": torch.__version__, "seconds": round(sum(seconds.values()), 3),
-              "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
-              "seconds_per_iteration": round(seconds["main"] / max(main_iterations, 1), 4),
-              "monitor_seconds": round(watch.seconds, 3), "completed": True}
-    if "loss_d" in main_columns(strategy, trainer):
-        config["d_wins"] = monitor.d_wins(rows)
-        if config["d_wins"]:
-            log.warning("%s/%s seed %s: the discriminator won outright (mean loss_d < %g over the last %d%% of "
-                        "iterations): the adversarial signal vanished", dataset, name, base["seed"],
-                        monitor.D_WINS_LOSS, round(100 * monitor.D_WINS_SHARE))
-    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2))
+    write_outputs(out_dir, record, strategy, trainer, plan, progress, watch, device, fast)
     ckpt_path.unlink(missing_ok=True)
     return out_dir
 
