@@ -217,52 +217,65 @@ def _nearest_upscale(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return image[ys][:, xs]
 
 
+def _row_images(dataset: str, names: list[str], row: pd.Series, root: Path,
+                missing: list[str]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """One test crop's HR image and its panels: LR upscaled by nearest neighbour, each method's SR (None
+    where its file is missing, named in `missing`), HR."""
+    base = root / paths.crops_dir(dataset)
+    hr, lr = read_png(base / row["hr"]), read_png(base / row["lr"])
+    images = [_nearest_upscale(lr, *hr.shape[:2])]
+    for name in names:
+        path = root / paths.results_dir(dataset) / "sr" / strategies.slug(name) / f"{row['id']}.png"
+        if path.is_file():
+            images.append(read_png(path))
+        else:
+            images.append(None)
+            missing.append(f"{strategies.slug(name)}/{row['id']}.png")
+    return hr, images + [hr]
+
+
+def _draw_panel(top, bottom, image: np.ndarray | None, box: tuple[int, int, int]) -> None:
+    """An image with its zoom window outlined (top axes) and the window enlarged (bottom axes)."""
+    from matplotlib.patches import Rectangle
+
+    for ax in (top, bottom):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if image is None:
+        for ax in (top, bottom):
+            ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+        return
+    y, x, size = box
+    top.imshow(image, interpolation="nearest")
+    top.add_patch(Rectangle((x - 0.5, y - 0.5), size, size, fill=False, edgecolor="#ff3030", linewidth=1.5))
+    bottom.imshow(image[y:y + size, x:x + size], interpolation="nearest")
+
+
 def qualitative_figure(dataset: str, names: list[str], root: Path, n_images: int, zoom: int,
                        winner: str | None = None) -> dict | None:
     """Like the paper's Figs. 5-7: rows of test images as LR | each method | HR, each with a zoomed crop."""
     if n_images < 1:
         return None
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
 
     manifest = read_manifest(dataset, root)
     rows = manifest[manifest["split"] == "test"].sort_values("id").head(n_images)
     if rows.empty:
         return None
-    base = root / paths.crops_dir(dataset)
     panels = [("LR (nearest)", None)] + [(tables.method_label(n), n) for n in names] + [("HR (reference)", None)]
     n_cols = len(panels)
     fig = Figure(figsize=(1.3 * n_cols, 2.7 * len(rows)), dpi=100, layout="constrained")
     axes = fig.subplots(2 * len(rows), n_cols, squeeze=False)
-    missing = []
+    missing: list[str] = []
     for r, (_, row) in enumerate(rows.iterrows()):
-        hr = read_png(base / row["hr"])
-        lr = read_png(base / row["lr"])
-        y, x, size = zoom_box(hr, zoom)
-        images = [_nearest_upscale(lr, *hr.shape[:2])]
-        for name in names:
-            path = root / paths.results_dir(dataset) / "sr" / strategies.slug(name) / f"{row['id']}.png"
-            if path.is_file():
-                images.append(read_png(path))
-            else:
-                images.append(None)
-                missing.append(f"{strategies.slug(name)}/{row['id']}.png")
-        images.append(hr)
+        hr, images = _row_images(dataset, names, row, root, missing)
+        box = zoom_box(hr, zoom)
         for c, ((title, name), image) in enumerate(zip(panels, images)):
-            top, bottom = axes[2 * r, c], axes[2 * r + 1, c]
-            for ax in (top, bottom):
-                ax.set_xticks([])
-                ax.set_yticks([])
             if r == 0:
-                top.set_title(title, fontsize=8, fontweight="bold" if name and name == winner else "normal",
-                              color="#b35900" if name and name == winner else "black")
-            if image is None:
-                for ax in (top, bottom):
-                    ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=8, transform=ax.transAxes)
-                continue
-            top.imshow(image, interpolation="nearest")
-            top.add_patch(Rectangle((x - 0.5, y - 0.5), size, size, fill=False, edgecolor="#ff3030", linewidth=1.5))
-            bottom.imshow(image[y:y + size, x:x + size], interpolation="nearest")
+                won = bool(name) and name == winner
+                axes[0, c].set_title(title, fontsize=8, fontweight="bold" if won else "normal",
+                                     color="#b35900" if won else "black")
+            _draw_panel(axes[2 * r, c], axes[2 * r + 1, c], image, box)
         axes[2 * r, 0].set_ylabel(str(row["id"]), fontsize=8)
         axes[2 * r + 1, 0].set_ylabel(f"zoom x{zoom}", fontsize=8)
     return {"uri": _png_data_uri(fig), "ids": list(rows["id"]), "missing": missing}
@@ -272,31 +285,31 @@ VALIDATION_PANELS = (("val_psnr_y", "PSNR-Y (dB), higher is better"), ("val_ssim
                      ("val_lpips_alex", "LPIPS Alex-lin, lower is better"))
 
 
-def training_curves(dataset: str, names: list[str], root: Path) -> dict | None:
-    """Loss over iterations of every trained strategy (its first seed's log.csv), one panel each, and the
-    validation metrics of every strategy overlaid (its first seed's validation.csv, pipeline.monitor).
-
-    ``d_wins`` lists the strategies with a seed whose discriminator won outright (config.json).
-    """
-    from matplotlib.figure import Figure
+def _first_seed_logs(dataset: str, names: list[str], root: Path) -> tuple[dict, dict, list[str]]:
+    """Each strategy's first seed's log.csv and validation.csv as frames (those that exist and have rows),
+    and the strategies with a seed whose discriminator won outright (config.json's d_wins)."""
+    def frame_of(path: Path | None) -> pd.DataFrame | None:
+        if path is None or not path.is_file():
+            return None
+        frame = pd.read_csv(path)
+        return frame if "iteration" in frame.columns and len(frame) else None
 
     logs, validation, d_wins = {}, {}, []
     for name in names:
         folders = seed_folders(dataset, name, root)
         if any((_read_json(f / "config.json") or {}).get("d_wins") for f in folders):
             d_wins.append(name)
-        path = folders[0] / "log.csv" if folders else None
-        if path is not None and path.is_file():
-            frame = pd.read_csv(path)
-            if "iteration" in frame.columns and len(frame):
-                logs[name] = frame
-        path = folders[0] / "validation.csv" if folders else None
-        if path is not None and path.is_file():
-            frame = pd.read_csv(path)
-            if "iteration" in frame.columns and len(frame):
-                validation[name] = frame
-    if not logs:
-        return None
+        for found, file in ((logs, "log.csv"), (validation, "validation.csv")):
+            frame = frame_of(folders[0] / file if folders else None)
+            if frame is not None:
+                found[name] = frame
+    return logs, validation, d_wins
+
+
+def _loss_figure(logs: dict, d_wins: list[str]) -> str:
+    """One panel per strategy: its losses over iterations (log scale when all positive), as a PNG data URI."""
+    from matplotlib.figure import Figure
+
     n_cols = min(5, len(logs))
     n_rows = -(-len(logs) // n_cols)
     fig = Figure(figsize=(3.4 * n_cols, 2.5 * n_rows), dpi=100, layout="constrained")
@@ -318,26 +331,44 @@ def training_curves(dataset: str, names: list[str], root: Path) -> dict | None:
             ax.legend(fontsize=7, frameon=False)
     for ax in axes[len(logs):]:
         ax.set_visible(False)
-    out = {"uri": _png_data_uri(fig), "strategies": list(logs), "validation": list(validation),
+    return _png_data_uri(fig)
+
+
+def _validation_figure(validation: dict) -> tuple[str, list[str]]:
+    """The validation metrics of every strategy overlaid, one panel per metric: (PNG data URI, metrics drawn)."""
+    from matplotlib.figure import Figure
+
+    panels = [(c, t) for c, t in VALIDATION_PANELS if any(f[c].notna().any() for f in validation.values()
+                                                           if c in f.columns)]
+    fig = Figure(figsize=(3.6 * len(panels) + 1.6, 2.8), dpi=100, layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    for ax, (column, title) in zip(axes, panels):
+        for name, frame in validation.items():
+            if column in frame.columns and frame[column].notna().any():
+                ax.plot(frame["iteration"], frame[column], marker="o", markersize=3, linewidth=1,
+                        label=tables.method_label(name))
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
+    return _png_data_uri(fig), [c for c, _ in panels]
+
+
+def training_curves(dataset: str, names: list[str], root: Path) -> dict | None:
+    """Loss over iterations of every trained strategy (its first seed's log.csv), one panel each, and the
+    validation metrics of every strategy overlaid (its first seed's validation.csv, pipeline.monitor).
+
+    ``d_wins`` lists the strategies with a seed whose discriminator won outright (config.json).
+    """
+    logs, validation, d_wins = _first_seed_logs(dataset, names, root)
+    if not logs:
+        return None
+    out = {"uri": _loss_figure(logs, d_wins), "strategies": list(logs), "validation": list(validation),
            "validation_uri": None, "d_wins": d_wins}
     if validation:
-        panels = [(c, t) for c, t in VALIDATION_PANELS if any(f[c].notna().any() for f in validation.values()
-                                                               if c in f.columns)]
-        fig = Figure(figsize=(3.6 * len(panels) + 1.6, 2.8), dpi=100, layout="constrained")
-        axes = fig.subplots(1, len(panels), squeeze=False).ravel()
-        for ax, (column, title) in zip(axes, panels):
-            for name, frame in validation.items():
-                if column in frame.columns and frame[column].notna().any():
-                    ax.plot(frame["iteration"], frame[column], marker="o", markersize=3, linewidth=1,
-                            label=tables.method_label(name))
-            ax.set_title(title, fontsize=9)
-            ax.set_xlabel("iteration", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
-        out["validation_uri"] = _png_data_uri(fig)
-        out["validation_metrics"] = [c for c, _ in panels]
+        out["validation_uri"], out["validation_metrics"] = _validation_figure(validation)
     return out
 
 
@@ -585,6 +616,34 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def paper_winner(params: dict, dataset: str, paper: pd.DataFrame) -> str | None:
+    """The method the selection rule picks from the paper's own numbers for the dataset a run stands for."""
+    paper_ds, _ = tables.paper_dataset(params, dataset)
+    if not paper_ds:
+        return None
+    scores = {m: tables.max_pe({c.key: tables.paper_value(paper, paper_ds, m, c.key) for c in tables.COLUMNS
+                                if c.network})
+              for m in tables.BASELINES + tables.GCN_VARIANTS}
+    return tables.select_method(scores, scores) if scores else None
+
+
+def dataset_section(params: dict, dataset: str, metrics: dict, frames: dict, paper: pd.DataFrame,
+                    root: Path) -> dict:
+    """One dataset's part of the page: its table block, the paper's winner, the figure and the training curves."""
+    report_cfg = params.get("report", {})
+    names = ordered(metrics[dataset].get("strategies", {}))
+    block = tables.build_block(dataset, metrics[dataset], names, paper, params, frame=frames.get(dataset))
+    log.info("report: figures for %s", dataset)
+    return {
+        "name": dataset, "block": block, "strategies": names, "n_test": metrics[dataset].get("n_test"),
+        "description": params["data"][dataset].get("description", ""),
+        "paper_winner": paper_winner(params, dataset, paper),
+        "figure": qualitative_figure(dataset, names, root, int(report_cfg.get("figures_per_dataset", 2)),
+                                     int(report_cfg.get("zoom", 4)), block.winner),
+        "curves": training_curves(dataset, names, root),
+    }
+
+
 def build_report(params: dict, root: Path = Path("."), version: str | None = None) -> Path:
     """Write reports/<version>/index.html (+ summary.json), reports/index.html and reports/compare.html.
 
@@ -599,27 +658,7 @@ def build_report(params: dict, root: Path = Path("."), version: str | None = Non
     paper = tables.load_paper()
     table_list = tables.build_tables(params, metrics, paper, frames)
     card = run_card(params, metrics, root, version)
-
-    report_cfg = params.get("report", {})
-    datasets = []
-    for ds in params["datasets"]:
-        names = ordered(metrics[ds].get("strategies", {}))
-        block = tables.build_block(ds, metrics[ds], names, paper, params, frame=frames.get(ds))
-        paper_ds, stand_in = tables.paper_dataset(params, ds)
-        paper_scores = {}
-        if paper_ds:
-            for m in tables.BASELINES + tables.GCN_VARIANTS:
-                paper_scores[m] = tables.max_pe({c.key: tables.paper_value(paper, paper_ds, m, c.key)
-                                                 for c in tables.COLUMNS if c.network})
-        log.info("report: figures for %s", ds)
-        datasets.append({
-            "name": ds, "block": block, "strategies": names, "n_test": metrics[ds].get("n_test"),
-            "description": params["data"][ds].get("description", ""),
-            "paper_winner": tables.select_method(paper_scores, paper_scores) if paper_scores else None,
-            "figure": qualitative_figure(ds, names, root, int(report_cfg.get("figures_per_dataset", 2)),
-                                         int(report_cfg.get("zoom", 4)), block.winner),
-            "curves": training_curves(ds, names, root),
-        })
+    datasets = [dataset_section(params, ds, metrics, frames, paper, root) for ds in params["datasets"]]
 
     reports = root / paths.REPORTS
     record = summary(params, metrics, version, card, created)
@@ -641,4 +680,3 @@ def build_report(params: dict, root: Path = Path("."), version: str | None = Non
         versions=versions, comparison=comparison(versions), created=created))
     log.info("report: wrote %s, %s and %s", out, reports / "index.html", reports / "compare.html")
     return out
-
