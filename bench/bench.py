@@ -43,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline import fast as fast_path
 from pipeline import metrics, perceptual
 from pipeline import strategies as registry
-from pipeline.config import load_params
+from pipeline.config import load_params, seed_list
 from pipeline.evaluate import score_batch
 from pipeline.imageset import to_unit
 from pipeline.models import Bicubic, Generator
@@ -562,29 +562,30 @@ def main(argv: list[str] | None = None) -> int:
 
         # -- the whole configuration of this size on the measured device
         plan, n_test = run_plan(params)
-        n_sets = len(params["datasets"])
+        # every dataset trains and scores each strategy once per seed
+        n_sets, n_seeds = len(params["datasets"]), len(seed_list(params["train"]))
         mode = "fast" if auto_fast else "plain"
         best = lambda r: max(r["plain"], r["fast"])
-        t_auto = n_sets * sum(n / train_rows[item][mode] for item, n, _ in plan)
-        t_best = n_sets * sum(n / best(train_rows[item]) for item, n, _ in plan)
+        t_auto = n_sets * n_seeds * sum(n / train_rows[item][mode] for item, n, _ in plan)
+        t_best = n_sets * n_seeds * sum(n / best(train_rows[item]) for item, n, _ in plan)
         full = eval_rows[0]
-        t_eval = n_test / (full["fast"] or full["plain"])
+        t_eval = n_seeds * n_test / (full["fast"] or full["plain"])
         est_note = "" if all(r["measured"] for r in train_rows.values()) else \
             " (strategies not timed at this size estimated from their FLOPs)"
         estimates.append(
-            f"- **{size}** configuration ({n_sets} datasets x {len(plan)} training runs incl. the auto-encoder "
-            f"pre-training, {plan[0][1] if plan else 0} iterations each, {n_test} test images) on this {device.type}: "
+            f"- **{size}** configuration ({n_sets} datasets x {n_seeds} seeds x {len(plan)} training runs incl. "
+            f"the auto-encoder pre-training, {plan[0][1] if plan else 0} iterations each, {n_test} test images) on this {device.type}: "
             f"training {fmt_seconds(t_auto)} with train.fast=auto ({mode} path), {fmt_seconds(t_best)} with the faster "
             f"path per strategy; evaluation {fmt_seconds(t_eval)}; total about {fmt_seconds(t_auto + t_eval)}"
             f"{est_note}. Excludes download, crop, report and process start-up.")
         # -- the H100 estimate (from FLOPs, never measured here)
-        h_fast = n_sets * sum(n / train_rows[item]["h100_fast"] for item, n, _ in plan)
-        h_plain = n_sets * sum(n / train_rows[item]["h100_plain"] for item, n, _ in plan)
+        h_fast = n_sets * n_seeds * sum(n / train_rows[item]["h100_fast"] for item, n, _ in plan)
+        h_plain = n_sets * n_seeds * sum(n / train_rows[item]["h100_plain"] for item, n, _ in plan)
         gpu_eval = sum(eval_flops.values()) * (len(TRAINED) + 1) / (H100_EFFICIENCY * H100_PEAK["tf32"])
-        h_eval = n_test * gpu_eval
+        h_eval = n_seeds * n_test * gpu_eval
         lowlevel = next(r for r in eval_rows if r["item"] == TORCH_METRICS)
         cpu_metrics = (len(TRAINED) + 1) / lowlevel["fast"]    # per test image, this device, batched
-        total_flops = n_sets * sum(n * train_rows[item]["flops"] for item, n, _ in plan)
+        total_flops = n_sets * n_seeds * sum(n * train_rows[item]["flops"] for item, n, _ in plan)
         estimates.append(
             f"- **{size}** configuration on one H100 SXM (ESTIMATE from FLOP counts, not measured): "
             f"{total_flops / 1e15:.1f} PFLOP of training; at {H100_EFFICIENCY:.0%} of the bf16 dense peak "
@@ -592,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
             f"about {fmt_seconds(h_fast)} on the fast path vs {fmt_seconds(h_plain)} eager fp32/TF32 "
             f"(x{h_plain / h_fast:.1f}); evaluation about {fmt_seconds(h_eval)} plus the low-level metrics, "
             f"float64 on the GPU (not estimated: no FLOP count; batched on this {device.type} they take "
-            f"{fmt_seconds(n_test * cpu_metrics)}); total about {fmt_seconds(h_fast + h_eval)}.")
+            f"{fmt_seconds(n_seeds * n_test * cpu_metrics)}); total about {fmt_seconds(h_fast + h_eval)}.")
 
     args.out.mkdir(parents=True, exist_ok=True)
     env["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
