@@ -621,6 +621,102 @@ def write_outputs(out_dir: Path, record: dict, strategy: Strategy, trainer: Trai
     atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2))
 
 
+class TrainingRun:
+    """The loop of one run, a global step per `step()` call: the step's batch, one optimisation step of its
+    phase, losses read back (at once, or in groups on the fast path), logs, validation and checkpoints.
+
+    What the checkpoint keeps is in `progress`; `total` is the last global step of the plan.
+    """
+
+    def __init__(self, trainer: Trainer, plan: list[tuple[str, int]], progress: Progress,
+                 data: tuple[torch.Tensor, torch.Tensor], train: dict, device: torch.device, fast: bool,
+                 watch: monitor.Monitor, ckpt_path: Path, digest: str, where: str) -> None:
+        self.trainer, self.plan, self.progress, self.watch = trainer, plan, progress, watch
+        self.device, self.ckpt_path, self.digest, self.where = device, ckpt_path, digest, where
+        self.total = sum(n for _, n in plan)
+        self.batch_size, self.seed = int(train["batch_size"]), int(train.get("seed", 0))
+        self.separate, self.flips = trainer.d_update == "separate", bool(train.get("hflip", True))
+        self.every = int(train["checkpoint_every"])
+        self.last_good = progress.step if ckpt_path.is_file() else None
+        lr_all, hr_all = data
+        self.n_pairs = len(hr_all)
+        self.batches = fast_path.Batches(lr_all, hr_all, self.indices, device, fast,
+                                         range(progress.step + 1, self.total + 1))
+        self.pending: list[tuple[int, dict]] = []  # fast path: (step, loss tensors) not read back yet
+        self.window = time.perf_counter()
+        self.bar = tqdm(total=self.total, initial=progress.step, desc=f"train {where}", unit="it",
+                        dynamic_ncols=True, mininterval=1.0)
+
+    def indices(self, s: int) -> torch.Tensor:
+        """Batch A of step s, then (d_update=separate) the generator's batch B from stream 1."""
+        first = batch_indices(self.n_pairs, self.batch_size, self.seed, s)
+        if not self.separate:
+            return first
+        return torch.cat([first, batch_indices(self.n_pairs, self.batch_size, self.seed, s, 1)])
+
+    def diverged(self, err: TrainingDiverged, at: int) -> TrainingDiverged:
+        """The error to raise: where it diverged and which checkpoint is kept."""
+        phase, offset = current_phase(self.plan, at)
+        kept = (f"the last good checkpoint {self.ckpt_path} (step {self.last_good}) is kept"
+                if self.last_good is not None else "no checkpoint was written yet")
+        return TrainingDiverged(f"{self.where}: {err} at {phase} iteration {at - offset} (global step "
+                                f"{at}); {kept}; lower train.lr or check the data")
+
+    def feed_data(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's (lr, hr) batch on the device, randomly flipped as the step's seed says."""
+        lr, hr = self.batches(step)
+        if self.flips:
+            mask = flip_mask(len(hr), self.seed, step)
+            lr, hr = hflip(lr, mask), hflip(hr, mask)
+        return lr, hr
+
+    def read_losses(self, step: int, phase: str, offset: int, values: dict, start: float) -> list[tuple[int, dict]]:
+        """The losses ready to log after this step, as floats; the phase's seconds are counted here."""
+        seconds = self.progress.seconds
+        if not self.trainer.defer:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[phase] += time.perf_counter() - start
+            return [(step, values)]
+        # read the losses back in groups, always before a checkpoint and at the end of a phase
+        self.pending.append((step, values))
+        if step % READ_BACK_EVERY and step % self.every and step != offset + dict(self.plan)[phase]:
+            return []
+        try:
+            ready = read_back(self.pending)
+        except TrainingDiverged as err:
+            raise self.diverged(err, err.step) from None
+        self.pending = []
+        seconds[phase] += time.perf_counter() - self.window
+        return ready
+
+    def step(self) -> None:
+        """One global step, with its logging, validation and checkpoint."""
+        self.progress.step += 1
+        step = self.progress.step
+        phase, offset = current_phase(self.plan, step)
+        lr, hr = self.feed_data(step)
+        start = time.perf_counter()
+        try:
+            values = optimize(self.trainer, phase, lr, hr, self.batch_size, self.separate)
+        except TrainingDiverged as err:
+            raise self.diverged(err, step) from None
+        ready = self.read_losses(step, phase, offset, values, start)
+        record_losses(ready, self.plan, self.progress, self.watch)
+        if phase == "main" and self.watch.due(step - offset):
+            self.watch.validate(step - offset, self.trainer.generator)  # eval mode, no gradients: training unchanged
+        if phase == "rec" and step == self.plan[0][1]:
+            self.trainer.freeze_extractor()  # disjoint learning: trained beforehand, then fixed
+        self.bar.update(1)
+        if ready:
+            self.bar.set_postfix({k.removeprefix("loss_"): f"{v:.4g}" for k, v in ready[-1][1].items()}, refresh=False)
+        if step % self.every == 0 and step < self.total:
+            write_checkpoint(self.ckpt_path, self.digest, self.trainer, self.progress, self.watch, self.device)
+            self.last_good = step
+        if ready:
+            self.window = time.perf_counter()  # the next read-back window starts here
+
+
 def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: tuple[torch.Tensor, torch.Tensor],
                    manifest_sha256: str, weights: Mapping[str, tuple[dict, dict]] | None = None,
                    stop_after: int | None = None, validation: monitor.ValidationSet | None = None) -> Path:
@@ -649,89 +745,26 @@ def train_strategy(params: dict, dataset: str, name: str, out_dir: Path, data: t
         fast_path.configure_backends(device)
     trainer = Trainer(strategy, train, hr_size, scale, device, backbone_modules(strategy, train, weights or {}), fast)
     plan = phases(strategy, train)
-    total = sum(n for _, n in plan)
 
     # Resume when a checkpoint of the same inputs exists; a stale one (other inputs) is discarded.
     ckpt_path, digest = out_dir / CHECKPOINT, record["inputs_hash"]
     (out_dir / "config.json").unlink(missing_ok=True)  # the folder is incomplete from here on
     progress = resume(trainer, ckpt_path, digest, device, f"{dataset}/{name}")
-    last_good = progress.step if ckpt_path.is_file() else None
     if progress.step >= plan[0][1] and strategy.learning == "disjoint":
         trainer.freeze_extractor()  # resumed after the auto-encoder phase
 
-    lr_all, hr_all = data
-    batch_size, seed = int(train["batch_size"]), int(train.get("seed", 0))
-    separate, flips = trainer.d_update == "separate", bool(train.get("hflip", True))
-
-    def indices(s: int) -> torch.Tensor:
-        """Batch A of step s, then (d_update=separate) the generator's batch B from stream 1."""
-        first = batch_indices(len(hr_all), batch_size, seed, s)
-        return torch.cat([first, batch_indices(len(hr_all), batch_size, seed, s, 1)]) if separate else first
-
-    batches = fast_path.Batches(lr_all, hr_all, indices, device, fast, range(progress.step + 1, total + 1))
-    every = int(train["checkpoint_every"])
     # DVCLive log and validation; rewritten from the checkpoint's history, so resumed steps are not duplicated
     watch = monitor.Monitor(out_dir, plan[-1][1], int(train.get("validate_every", 0)), validation, progress.rows,
                             progress.monitor.get("validation"))
-
-    def diverged(err: TrainingDiverged, at: int) -> TrainingDiverged:
-        phase, offset = current_phase(plan, at)
-        where = (f"the last good checkpoint {ckpt_path} (step {last_good}) is kept" if last_good is not None
-                 else "no checkpoint was written yet")
-        return TrainingDiverged(f"{dataset}/{name}: {err} at {phase} iteration {at - offset} (global step "
-                                f"{at}); {where}; lower train.lr or check the data")
-
-    pending: list[tuple[int, dict]] = []  # fast path: (step, loss tensors) not read back yet
-    window = time.perf_counter()
-    bar = tqdm(total=total, initial=progress.step, desc=f"train {dataset}/{name}", unit="it", dynamic_ncols=True,
-               mininterval=1.0)
+    run = TrainingRun(trainer, plan, progress, data, train, device, fast, watch, ckpt_path, digest,
+                      f"{dataset}/{name}")
     try:
-        while progress.step < total:
+        while progress.step < run.total:
             if stop_after is not None and progress.step >= stop_after:
                 return out_dir
-            progress.step += 1
-            step = progress.step
-            phase, offset = current_phase(plan, step)
-            lr, hr = batches(step)
-            if flips:
-                mask = flip_mask(len(hr), seed, step)
-                lr, hr = hflip(lr, mask), hflip(hr, mask)
-            start = time.perf_counter()
-            try:
-                values = optimize(trainer, phase, lr, hr, batch_size, separate)
-            except TrainingDiverged as err:
-                raise diverged(err, step) from None
-            if trainer.defer:
-                # read the losses back in groups, always before a checkpoint and at the end of a phase
-                pending.append((step, values))
-                ready = []
-                if step % READ_BACK_EVERY == 0 or step % every == 0 or step == offset + dict(plan)[phase]:
-                    try:
-                        ready = read_back(pending)
-                    except TrainingDiverged as err:
-                        raise diverged(err, err.step) from None
-                    pending = []
-                    progress.seconds[phase] += time.perf_counter() - window
-            else:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                progress.seconds[phase] += time.perf_counter() - start
-                ready = [(step, values)]
-            record_losses(ready, plan, progress, watch)
-            if phase == "main" and watch.due(step - offset):
-                watch.validate(step - offset, trainer.generator)  # eval mode, no gradients: training unchanged
-            if phase == "rec" and step == plan[0][1]:
-                trainer.freeze_extractor()  # disjoint learning: trained beforehand, then fixed
-            bar.update(1)
-            if ready:
-                bar.set_postfix({k.removeprefix("loss_"): f"{v:.4g}" for k, v in ready[-1][1].items()}, refresh=False)
-            if step % every == 0 and step < total:
-                write_checkpoint(ckpt_path, digest, trainer, progress, watch, device)
-                last_good = step
-            if ready:
-                window = time.perf_counter()  # the next read-back window starts here
+            run.step()
     finally:
-        bar.close()
+        run.bar.close()
 
     write_outputs(out_dir, record, strategy, trainer, plan, progress, watch, device, fast)
     ckpt_path.unlink(missing_ok=True)
