@@ -186,7 +186,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print(f"{metric} ({better} is better): method - {args.reference}, mean over seeds and test images [95% interval]")
         digits = column.decimals + 1
         for name, values in arrays.items():
-            d = stats.difference_stats(values, reference)
+            try:
+                d = stats.difference_stats(values, reference)
+            except ValueError as err:  # e.g. a trained method as the reference: its seeds differ
+                raise UserError(f"--reference {args.reference}: {err}; pick a deterministic method such as bicubic") from None
             print(f"  {name:<16} {d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]"
                   f"  p {d['p_value']:.2g}  ({d['n_seeds']} seeds x {d['n_images']} images)")
 

@@ -624,7 +624,7 @@ def paper_winner(params: dict, dataset: str, paper: pd.DataFrame) -> str | None:
     scores = {m: tables.max_pe({c.key: tables.paper_value(paper, paper_ds, m, c.key) for c in tables.COLUMNS
                                 if c.network})
               for m in tables.BASELINES + tables.GCN_VARIANTS}
-    return tables.select_method(scores, scores) if scores else None
+    return tables.select_method(scores, scores)
 
 
 def dataset_section(params: dict, dataset: str, metrics: dict, frames: dict, paper: pd.DataFrame,

@@ -152,8 +152,8 @@ def difference_stats(values: np.ndarray, reference: np.ndarray, n_resamples: int
                      confidence: float = CONFIDENCE, seed: int = SEED) -> dict:
     """Mean difference ``values - reference`` over the same test images, with its interval and paired p-value.
 
-    ``reference`` is deterministic (e.g. bicubic): one row, or one identical row per seed (a deterministic
-    method scored once per seed, as the evaluate stage writes it), which counts once. It is subtracted image
+    ``reference`` is deterministic (e.g. bicubic): one row (the evaluate stage scores bicubic once), or one
+    identical row per seed (a CSV that repeats it for every seed), which counts once. It is subtracted image
     by image from every seed's row and the difference goes through ``cell_stats`` (crossed bootstrap of seeds and images).
     Why: the image-to-image spread (a hard crop is hard for every method) cancels in the difference, so
     "is mse above bicubic?" is read from this interval, not from two overlapping cell intervals.

@@ -272,3 +272,5 @@ def test_compare_prints_each_method_minus_the_reference_and_refuses_unknown_name
     assert "valid choices: bicubic, mse" in refused(str(per_image), "--reference", "srgan")
     assert "valid choices: psnr_y" in refused(str(per_image), "--metrics", "psnr")
     assert "no such file" in refused(str(tmp_path / "nowhere.csv"))
+    # mse has two different seeds: one line and exit 2, not a traceback
+    assert "deterministic" in refused(str(per_image), "--reference", "mse", "--metrics", "psnr_y")
