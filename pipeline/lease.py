@@ -532,7 +532,9 @@ def main(argv: list[str] | None = None) -> int:
         lease_bundle.import_bundle(args.import_dir, repo, repo, plan)
         return 0
     if args.restore:
-        restored = lease_bundle.restore_from_zoo(repo, plan.dataset)
+        from pipeline.zoo import restore_from_zoo
+
+        restored = restore_from_zoo(repo, plan.dataset)
         print(f"restored {len(restored)} models of {plan.dataset} from {repo / 'zoo'}")
         return 0
     out = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else None)

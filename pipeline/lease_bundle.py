@@ -21,22 +21,20 @@ validation.csv), from which `restore_from_zoo` rebuilds models/ in a fresh clone
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import re
-import shutil
 import tarfile
 import tempfile
 from pathlib import Path
 
-import torch
 
 from pipeline import paths
 from pipeline import strategies as registry
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_file
-from pipeline.lease_plan import ZOO, Plan, Run, needs_vgg19, profile_params, run_digest
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, sha256_file
+from pipeline.lease_plan import Plan, Run, needs_vgg19, profile_params, run_digest
+from pipeline.zoo import RUN_FILES, half_generator, write_model, write_zoo, write_zoo_index
 
 MIB = 2 ** 20
 MAX_FILES = 8
@@ -45,7 +43,6 @@ MAX_TOTAL_BYTES = 64 * MIB
 MAX_DEPTH = 2                        # $OUT/a/b/file comes back, $OUT/a/b/c/file does not
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 FIXED_FILES = ("lease.json", "lease.log", "environment.txt", "bench")   # the speed table is bench/<one file>
-RUN_FILES = ("config.json", "log.csv", "validation.csv", "pretrain_log.csv")
 PART = "runs-{:02d}.tar.gz"
 RESERVE_BYTES = 2 * MIB              # kept free for lease.json, lease.log, environment.txt and the speed table
 
@@ -75,21 +72,6 @@ def check_limits(out: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------- packing runs
-
-def half_generator(path: Path) -> tuple[bytes, str]:
-    """generator.pt with float16 weights (a tensor that float16 cannot hold stays float32), and the precision."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    state, kept = {}, []
-    for key, value in saved["state_dict"].items():
-        half = value.half() if value.is_floating_point() else value
-        if value.is_floating_point() and not torch.isfinite(half).all():
-            half, _ = value, kept.append(key)
-        state[key] = half
-    buffer = io.BytesIO()
-    torch.save({"arch": saved["arch"], "state_dict": state}, buffer)
-    precision = "float16" + (f" (float32: {', '.join(kept)})" if kept else "")
-    return buffer.getvalue(), precision
-
 
 def run_members(run_dir: Path, arcdir: str) -> dict[str, bytes]:
     """The bundle's files of one finished run, by archive name under `arcdir` (<dataset>/<slug>/seed-<k>)."""
@@ -181,105 +163,6 @@ def read_bundle(bundle: Path, work: Path) -> tuple[dict, list[Path]]:
         _safe_extract(archive, work)
     runs = sorted(p.parent for p in work.glob("*/*/seed-*/config.json"))
     return lease, runs
-
-
-def write_model(run_dir: Path, dest: Path, extra: dict) -> None:
-    """A bundled run as the trainer writes it: generator.pt in float32, config.json, logs, DVCLive folder."""
-    from pipeline.models import Generator, save_generator
-
-    saved = torch.load(run_dir / "generator.pt", map_location="cpu", weights_only=True)
-    generator = Generator(**saved["arch"])
-    generator.load_state_dict(saved["state_dict"])   # float16 values into the float32 parameters
-    dest.mkdir(parents=True, exist_ok=True)
-    for stale in ("checkpoint.pt", "config.json"):
-        (dest / stale).unlink(missing_ok=True)       # config.json last: the folder is complete only at the end
-    save_generator(generator, saved["arch"], dest / "generator.pt")
-    for name in RUN_FILES[1:]:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, dest / name)
-    if paths.live_dir(run_dir).is_dir():
-        shutil.rmtree(paths.live_dir(dest), ignore_errors=True)
-        shutil.copytree(paths.live_dir(run_dir), paths.live_dir(dest))
-    config = {**json.loads((run_dir / "config.json").read_text()), **extra}
-    atomic_write_text(dest / "config.json", json.dumps(config, indent=2))
-
-
-def write_zoo(run_dir: Path, dest: Path) -> None:
-    """The committed copy of a run: float16 generator.pt, config.json, log.csv.gz, validation.csv."""
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run_dir / "generator.pt", dest / "generator.pt")
-    for name in ("validation.csv", "pretrain_log.csv"):
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, dest / name)
-    if (run_dir / "log.csv").is_file():
-        atomic_write_bytes(dest / "log.csv.gz", gzip.compress((run_dir / "log.csv").read_bytes(), mtime=0))
-    shutil.copy2(run_dir / "config.json", dest / "config.json")
-
-
-def zoo_index(root: Path) -> list[dict]:
-    """One row per zoo model, for zoo/index.csv and the README."""
-    rows = []
-    for config_path in sorted((Path(root) / ZOO).glob("*/*/seed-*/config.json")):
-        config = json.loads(config_path.read_text())
-        folder = config_path.parent
-        validation = folder / "validation.csv"
-        last = validation.read_text().strip().splitlines()[-1].split(",") if validation.is_file() else []
-        lease = config.get("lease") or {}
-        rows.append({"model": folder.relative_to(root).as_posix(), "strategy": config["strategy"],
-                     "seed": config["seed"], "iterations": config.get("iterations"),
-                     "hr_size": config.get("crop", {}).get("hr_size"), "device": lease.get("gpu", config.get("device")),
-                     "lease": lease.get("id"), "val_psnr_y": last[1] if len(last) > 1 else "",
-                     "generator_sha256": sha256_bytes((folder / "generator.pt").read_bytes())[:16]})
-    return rows
-
-
-def write_zoo_index(root: Path) -> Path:
-    import csv
-
-    rows = zoo_index(root)
-    path = Path(root) / ZOO / "index.csv"
-    buffer = io.StringIO()
-    columns = ["model", "strategy", "seed", "iterations", "hr_size", "device", "lease", "val_psnr_y", "generator_sha256"]
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-    return path
-
-
-def restore_from_zoo(root: Path, dataset: str, rebuild_dvclive: bool = True) -> list[Path]:
-    """models/<dataset>/ rebuilt from the committed zoo (a fresh clone: `dvc repro` then retrains nothing)."""
-    root, restored = Path(root), []
-    for config_path in sorted((Path(root) / ZOO / dataset).glob("*/seed-*/config.json")):
-        folder = config_path.parent
-        dest = Path(root) / paths.model_dir(dataset, folder.parent.name, int(folder.name.removeprefix("seed-")))
-        with tempfile.TemporaryDirectory(prefix=".lease-restore-", dir=root) as tmp:
-            staged = Path(tmp)
-            shutil.copy2(folder / "generator.pt", staged / "generator.pt")
-            shutil.copy2(config_path, staged / "config.json")
-            for name in ("validation.csv", "pretrain_log.csv"):
-                if (folder / name).is_file():
-                    shutil.copy2(folder / name, staged / name)
-            if (folder / "log.csv.gz").is_file():
-                (staged / "log.csv").write_bytes(gzip.decompress((folder / "log.csv.gz").read_bytes()))
-            write_model(staged, dest, {})
-        if rebuild_dvclive:
-            rebuild_live(dest)
-        restored.append(dest)
-    return restored
-
-
-def rebuild_live(model_dir: Path) -> None:
-    """The run's DVCLive folder rewritten from log.csv and validation.csv (as a resumed run rewrites it)."""
-    import pandas as pd
-
-    from pipeline import monitor
-
-    rows = pd.read_csv(model_dir / "log.csv").to_dict("records") if (model_dir / "log.csv").is_file() else []
-    val = (pd.read_csv(model_dir / "validation.csv").astype(object).where(lambda f: f.notna(), None).to_dict("records")
-           if (model_dir / "validation.csv").is_file() else [])
-    config = json.loads((model_dir / "config.json").read_text())
-    monitor.Monitor(model_dir, int(config.get("iterations", 0)), 0, None, rows, val).close(model_dir)
 
 
 def update_selection(overlay: Path, strategy: list[str], seeds: list[int]) -> None:

@@ -22,9 +22,9 @@ from pipeline import paths
 from pipeline import strategies as registry
 from pipeline.config import validate
 from pipeline.errors import ConfigError
+from pipeline.zoo import run_folder
 
 PLAN = Path("configs/lease-plan.yaml")
-ZOO = Path("zoo")          # zoo/<dataset>/<slug>/seed-<k>/: config.json, generator.pt (fp16), log.csv.gz, validation.csv
 PLAN_KEYS = ("dataset", "profile", "probe_strategy", "runs", "rehearsal")
 REHEARSAL_KEYS = ("overlay", "runs")
 
@@ -168,7 +168,7 @@ def run_digest(params: dict, run: Run, manifest_sha256: str, vgg_sha256: str | N
 # ---------------------------------------------------------------- what is done
 
 def zoo_dir(root: Path, dataset: str, run: Run) -> Path:
-    return Path(root) / ZOO / dataset / run.slug / f"seed-{run.seed}"
+    return run_folder(root, dataset, run.slug, run.seed)
 
 
 def _config(folder: Path) -> dict | None:

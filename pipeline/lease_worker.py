@@ -143,7 +143,8 @@ def train(spec: dict) -> dict:
     config = json.loads((out_dir / "config.json").read_text())
     if config.get("inputs_hash") != spec["digest"]:
         raise RuntimeError(f"{out_dir}: inputs hash {config.get('inputs_hash')} differs from the planned {spec['digest']}")
-    config["lease"] = spec["lease"]      # which lease trained it (not in the inputs hash)
+    # which lease or campaign trained it, on what (not in the inputs hash)
+    config.update(spec["record"] if "record" in spec else {"lease": spec["lease"]})
     atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2))
     return {"out_dir": str(out_dir), "wall_s": time.monotonic() - started, "train_s": config["seconds"],
             "d_wins": config.get("d_wins")}

@@ -58,7 +58,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import fast as fast_path
-from pipeline import imageset, monitor, paths
+from pipeline import imageset, monitor, paths, zoo
 from pipeline import strategies as registry
 from pipeline.config import seed_list
 from pipeline.device import choose_device
@@ -836,6 +836,10 @@ def train_dataset(params: dict, dataset: str, strategies: list[str] | None = Non
             digest = inputs_hash(strategy, run_params, manifest_sha, sha256)
             if is_done(out_dir, digest):
                 log.info("%s/%s seed %d: up to date (%s), not retrained", dataset, name, seed, out_dir)
+                outputs.append(out_dir)
+                continue
+            if strategy.trains_generator and zoo.take(root, dataset, registry.slug(name), seed, digest):
+                log.info("%s/%s seed %d: taken from the model zoo (same inputs hash), not retrained", dataset, name, seed)
                 outputs.append(out_dir)
                 continue
             if data is None and strategy.trains_generator:

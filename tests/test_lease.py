@@ -18,7 +18,8 @@ from pipeline import crop, paths
 from pipeline import strategies as registry
 from pipeline.config import apply_overlay, load_params
 from pipeline.errors import ConfigError, UserError
-from pipeline.lease_bundle import (MAX_FILE_BYTES, Bundle, check_limits, read_bundle, restore_from_zoo,
+from pipeline.zoo import restore_from_zoo
+from pipeline.lease_bundle import (MAX_FILE_BYTES, Bundle, check_limits, read_bundle,
                                    update_selection, write_model)
 from pipeline.lease_carry import blocked_modules, write_blocker
 from pipeline.lease_plan import (Estimate, Run, choose_next, evaluable_selection, load_plan, pending_runs,
