@@ -9,7 +9,7 @@ floating-point summation order, borders included.
 
 `sr_bands` yields the result one row of tiles at a time and `write_png` streams those rows into the
 PNG file, so upscaling holds the input (uint8), one band of output rows and one tile's activations:
-memory grows with the tile and the image width, not with the image (docs/upscale.md).
+memory grows with the tile and the image width, not with the image height (docs/upscale.md).
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import struct
+import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
-import png
 import torch
 from PIL import Image
 from torch import nn
@@ -37,6 +38,8 @@ DEFAULT_TILE = 256      # LR pixels: a x4 tile of the 64-wide SRResNet peaks at 
 # The most pixels an input may have: OpenCV's decoding limit (its default, 2^30, unless the user sets it)
 MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
 PNG_COMPRESSION = 1     # zlib level of the written PNGs: OpenCV's default, fast on large images
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_FILTER_UP = 2       # PNG filter type 2: each row stored as its difference from the row above
 
 
 def receptive_radius(model: nn.Module) -> int:
@@ -97,13 +100,35 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def write_png(handle, width: int, height: int, bands: Iterable[np.ndarray]) -> None:
-    """An RGB uint8 PNG of `height` rows written to a binary file from bands of rows (h x width x 3 arrays).
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and the CRC-32 of type and data (PNG specification, 5.3)."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    pypng compresses the rows as they come, so only one band is in memory at a time.
+
+def write_png(handle, width: int, height: int, bands: Iterable[np.ndarray]) -> None:
+    """An 8-bit RGB PNG of `height` rows written to a binary file from bands of rows (h x width x 3 uint8).
+
+    Each band is filtered and compressed as it comes, so one band is in memory at a time. OpenCV and
+    Pillow encode whole images only, and pypng, which streams rows, stores them unfiltered (files
+    1.7-1.9 times OpenCV's); the Up filter keeps the files the size of OpenCV's (docs/upscale.md).
     """
-    writer = png.Writer(width, height, greyscale=False, bitdepth=8, compression=PNG_COMPRESSION)
-    writer.write(handle, (row.tobytes() for band in bands for row in band))
+    handle.write(PNG_SIGNATURE + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)))
+    compressor = zlib.compressobj(PNG_COMPRESSION)
+    previous = np.zeros(width * 3, dtype=np.uint8)   # the row above the first one counts as zeros
+    written = 0
+    for band in bands:
+        rows = np.ascontiguousarray(band, dtype=np.uint8).reshape(len(band), width * 3)
+        filtered = np.empty((len(rows), width * 3 + 1), dtype=np.uint8)
+        filtered[:, 0] = PNG_FILTER_UP
+        # uint8 subtraction wraps modulo 256, as the filter is defined
+        np.subtract(rows, np.vstack([previous[None], rows[:-1]]), out=filtered[:, 1:])
+        previous, written = rows[-1].copy(), written + len(rows)
+        data = compressor.compress(filtered.tobytes())
+        if data:
+            handle.write(png_chunk(b"IDAT", data))
+    if written != height:
+        raise ValueError(f"write_png: {written} rows given for a {height}-row image")
+    handle.write(png_chunk(b"IDAT", compressor.flush()) + png_chunk(b"IEND", b""))
 
 
 def list_images(inputs: list[Path], skip_upscaled: bool = False) -> list[Path]:
