@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline import deviations, paths, published, sources, stats, strategies, tables
+from pipeline import deviations, paths, published, sources, stats, strategies, tables, verdicts
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_text
 from pipeline.imageset import read_manifest, read_png
@@ -662,14 +662,18 @@ def build_report(params: dict, root: Path = Path("."), version: str | None = Non
 
     reports = root / paths.REPORTS
     record = summary(params, metrics, version, card, created)
+    claims = verdicts.verdicts(params, frames)
+    record["verdicts"] = claims
     atomic_write_text(reports / version / "summary.json", json.dumps(record, indent=2, default=str))
+    if claims:
+        atomic_write_text(reports / version / "verdicts.md", verdicts.markdown(claims))
     versions = list_versions(reports)
 
     env = environment()
     page = env.get_template("report.html.j2")
     benchmarks = published.build_blocks(load_benchmarks(params, root), published.load_published())
     context = {"version": version, "created": created, "tables": table_list, "columns": tables.COLUMNS,
-               "benchmarks": benchmarks, "bench_columns": published.COLUMNS,
+               "benchmarks": benchmarks, "bench_columns": published.COLUMNS, "verdicts": claims,
                "datasets": datasets, "card": card, "versions": versions, "alpha": stats.ALPHA,
                "agreement": tables.agreement_rows(params, metrics),
                "paper_columns": [c for c in tables.COLUMNS if c.in_paper], "extra_methods": tables.EXTRA_METHODS}

@@ -120,6 +120,32 @@ def _resampled_means(values: np.ndarray, seed_w: np.ndarray, image_w: np.ndarray
     return ((seed_w @ values) * image_w).sum(axis=1) / values.size
 
 
+def bootstrap_means(values: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """The crossed-bootstrap distribution of the mean of a ``seeds x images`` array (one value per resample).
+
+    Two such distributions drawn independently (other seeds and images, e.g. two datasets) give the
+    interval of a difference between them (``contrast_stats``).
+    """
+    values = _check(values)
+    seed_w, image_w = _resample_weights(values.shape[0], values.shape[1], n_resamples, np.random.default_rng(seed))
+    return _resampled_means(values, seed_w, image_w)
+
+
+def contrast_stats(first: np.ndarray, second: np.ndarray, n_resamples: int = N_RESAMPLES,
+                   confidence: float = CONFIDENCE, seed: int = SEED) -> dict:
+    """Mean of ``first`` minus mean of ``second``, two independent ``seeds x images`` samples (e.g. one paired
+    difference on each of two datasets), with the percentile interval of independent crossed bootstraps.
+
+    Why independent: the two arrays share neither test images nor training runs, so each is resampled alone.
+    Returns ``{mean, ci_low, ci_high}``.
+    """
+    first, second = _check(first), _check(second, "second")
+    draws = bootstrap_means(first, n_resamples, seed) - bootstrap_means(second, n_resamples, seed + 1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return {"mean": float(first.mean() - second.mean()), "ci_low": float(low), "ci_high": float(high)}
+
+
 def cell_stats(values: np.ndarray, n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE,
                seed: int = SEED) -> dict:
     """Mean and bootstrap CI of one table cell from its ``seeds x images`` per-image values.
