@@ -6,51 +6,84 @@
     gcn-bench config MODEL [--root .]
     gcn-bench compare PER_IMAGE_CSV [--reference bicubic] [--metrics psnr_y,ssim_y,pe_alex_lin,pe_vgg_lin]
 
-MODEL is a strategy folder written by the train stage (models/<dataset>/<strategy>/) or
-`<dataset>/<strategy>`, looked up under <root>/models. A mistake the user can fix (missing file,
-unreadable image, unknown model, size mismatch) prints one line on stderr and exits with code 2;
-outputs are written atomically, and only after every input has been checked.
+MODEL is a model folder (models/<dataset>/<strategy>[/seed-<k>], zoo/<dataset>/<strategy>/seed-<k>) or
+`<dataset>/<strategy>`, looked up under <root>/models (the train stage's models) and then in the model
+zoo: <root>/zoo, or, where <root> has none, the zoo beside the installed package (the repository's).
+A mistake the user can fix (missing file, unreadable image, unknown model, size mismatch, an output
+path that cannot be written) prints one line on stderr and exits with code 2, with nothing written:
+every input and output folder is checked before the work starts, and files are written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+import pipeline
 from pipeline import cli, paths, strategies
 from pipeline.device import choose_device
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write_bytes, atomic_write_text
+from pipeline.outputs import atomic_file, check_target, output_folders
 
 DEVICES = ("auto", "cpu", "cuda")
+ZOO = Path("zoo")   # the model zoo's folder in a project (pipeline.zoo.ZOO; not imported here: it loads torch)
+PACKAGE_ROOT = Path(pipeline.__file__).resolve().parents[1]   # the repository of an editable install
+
+
+def model_roots(root: Path = Path(".")) -> list[Path]:
+    """Where `<dataset>/<strategy>` is looked up, in order: <root>/models, then the zoo (<root>/zoo, or,
+    where <root> has none, the one beside the installed package)."""
+    local_zoo = Path(root) / ZOO
+    return [Path(root) / paths.MODELS, local_zoo if local_zoo.is_dir() else PACKAGE_ROOT / ZOO]
+
+
+def trained_seeds(folder: Path) -> list[int]:
+    """The seeds of a strategy folder that hold a model (seed-<k>/config.json), ascending."""
+    return sorted(int(p.name.removeprefix("seed-")) for p in Path(folder).glob("seed-*")
+                  if p.name.removeprefix("seed-").isdigit() and (p / "config.json").is_file())
+
+
+def available_models(root: Path = Path(".")) -> list[str]:
+    """Every `<dataset>/<strategy>` with a model under the model roots, models/ first."""
+    names: list[str] = []
+    for base in model_roots(root):
+        for folder in sorted(p for p in base.glob("*/*") if trained_seeds(p)):
+            name = f"{folder.parent.name}/{strategies.canonical(folder.name)}"
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def resolve_model(spec: str, root: Path = Path("."), seed: int | None = None) -> Path:
     """The model folder of MODEL (one seed's folder, holding config.json).
 
-    MODEL is a model folder (models/<dataset>/<strategy>/seed-<k>), a strategy folder
-    (models/<dataset>/<strategy>: the seed `seed`, default its lowest), or <dataset>/<strategy>
-    under root/models.
+    MODEL is a model folder (models/<dataset>/<strategy>/seed-<k>, zoo/...), a strategy folder
+    (the seed `seed`, default its lowest), or <dataset>/<strategy>, looked up in `model_roots`:
+    the first of them that holds the seed asked for (any seed when `seed` is None) is taken.
     """
     candidates = [Path(spec)]
     parts = spec.strip("/").split("/")
     if len(parts) == 2:
-        candidates.append(Path(root) / paths.MODELS / parts[0] / strategies.slug(strategies.canonical(parts[1])))
+        slug = strategies.slug(strategies.canonical(parts[1]))
+        candidates += [base / parts[0] / slug for base in model_roots(root)]
+    found: list[int] = []
     for folder in candidates:
-        if (folder / "config.json").is_file() and seed is None:
+        if (folder / "config.json").is_file() and (seed is None or folder.name == f"seed-{seed}"):
             return folder
-        seeds = sorted(int(p.name.removeprefix("seed-")) for p in folder.glob("seed-*")
-                       if p.name.removeprefix("seed-").isdigit() and (p / "config.json").is_file())
-        if seeds:
-            if seed is not None and seed not in seeds:
-                raise UserError(f"{folder}: no model of seed {seed}; valid seeds: {', '.join(map(str, seeds))}")
+        seeds = trained_seeds(folder)
+        if seeds and (seed is None or seed in seeds):
             return folder / f"seed-{seeds[0] if seed is None else seed}"
-    raise UserError(f"{spec}: unknown model; give a trained strategy folder (models/<dataset>/<strategy>) "
-                    f"or <dataset>/<strategy>; `gcn-bench models` lists them")
+        found += seeds
+    if found:
+        raise UserError(f"{spec}: no model of seed {seed}; valid seeds: {', '.join(map(str, sorted(set(found))))}")
+    available = available_models(root)
+    raise UserError(f"{spec}: unknown model; valid choices: {', '.join(available) if available else 'none'} "
+                    f"(<dataset>/<strategy>, or a model folder; `gcn-bench models` lists them)")
 
 
 def read_config(folder: Path) -> dict:
@@ -62,7 +95,7 @@ def read_config(folder: Path) -> dict:
 
 def cmd_upscale(args: argparse.Namespace) -> None:
     from pipeline.models import load_sr_model
-    from pipeline.upscale import count_tiles, encode_png, list_images, read_image, super_resolve
+    from pipeline.upscale import count_tiles, list_images, read_image, sr_bands, write_png
 
     folder = resolve_model(args.model, args.root, args.seed)
     config = read_config(folder)
@@ -74,6 +107,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     for source, target in zip(files, targets):
         if target in seen:
             raise UserError(f"{source} and {seen[target]} would both be written to {target}; use separate --out folders")
+        check_target(target, "--out" if args.out else str(source))
         seen[target] = source
     # every input is decoded before anything is written, so a bad one stops the run with nothing new on disk
     shapes = [read_image(f).shape[:2] for f in files]
@@ -84,12 +118,14 @@ def cmd_upscale(args: argparse.Namespace) -> None:
         raise
     except Exception as err:  # a corrupt or foreign generator.pt: torch.load raises many kinds
         raise UserError(f"{folder}: cannot load the model ({type(err).__name__}: {err})") from None
+    folders = {args.out: "--out"} if args.out else {t.parent: f"the folder of {s}" for s, t in zip(files, targets)}
     total = sum(count_tiles(h, w, args.tile) for h, w in shapes)
-    with tqdm(total=total, unit="tile", desc=f"upscale x{scale} {slug} ({device.type})") as bar:
-        for source, target in zip(files, targets):
-            sr = super_resolve(model, read_image(source), scale, device, tile=args.tile, overlap=args.overlap,
-                               progress=bar)
-            atomic_write_bytes(target, encode_png(sr))
+    with output_folders(folders), tqdm(total=total, unit="tile", desc=f"upscale x{scale} {slug} ({device.type})") as bar:
+        for source, target, (height, width) in zip(files, targets, shapes):
+            bands = sr_bands(model, read_image(source), scale, device, tile=args.tile, overlap=args.overlap,
+                             progress=bar)
+            with atomic_file(target) as handle:   # row bands streamed into the PNG: memory grows with the tile
+                write_png(handle, width * scale, height * scale, bands)
             bar.write(f"{source} -> {target}")
 
 
@@ -108,13 +144,17 @@ def cmd_score(args: argparse.Namespace) -> None:
     for path in unpaired:
         print(f"warning: {path.name} has no reference in {args.hr_dir}; skipped", file=sys.stderr)
     cropped = check_pairs(pairs, args.scale)   # a bad pair stops the run before the slow part
+    if args.csv:
+        check_target(args.csv, "--csv")
     device = choose_device(args.device, "--device")
     order = [s.strip() for s in args.weights_order.split(",") if s.strip()]
-    nets, status = perceptual.load_networks(requested, order, args.root, device)
-    with tqdm(total=len(pairs), unit="image", desc="score") as bar:
-        table = score_pairs(pairs, args.scale, nets, requested, device, progress=bar)
-    if args.csv:
-        atomic_write_text(args.csv, table.to_csv(index=False, na_rep=""))
+    with output_folders({args.csv.parent: "--csv"} if args.csv else {}):
+        nets, status = perceptual.load_networks(requested, order, args.root, device)
+        with tqdm(total=len(pairs), unit="image", desc="score") as bar:
+            table = score_pairs(pairs, args.scale, nets, requested, device, progress=bar)
+        if args.csv:
+            with atomic_file(args.csv) as handle:
+                handle.write(table.to_csv(index=False, na_rep="").encode("utf-8"))
 
     stats = summary(table)
     print(f"{len(table)} images scored (x{args.scale}: PSNR with a {args.scale}-pixel border shaved)"
@@ -133,22 +173,38 @@ def cmd_score(args: argparse.Namespace) -> None:
         print(f"per-image values: {args.csv}")
 
 
+def last_validation_psnr_y(folder: Path) -> str:
+    """val_psnr_y of the last row of a model's validation.csv (the monitor's), '-' when there is none."""
+    try:
+        with open(Path(folder) / "validation.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return "-"
+    return (rows[-1].get("val_psnr_y") or "-") if rows else "-"
+
+
+def model_row(folder: Path, source: str) -> tuple[str, ...]:
+    """One line of `gcn-bench models`: where the model is, what was trained, how long, in which precision."""
+    dataset, slug, seed = folder.parent.parent.name, folder.parent.name, folder.name.removeprefix("seed-")
+    if not (folder / "config.json").is_file():   # training started (or was killed) but has not finished
+        return (source, dataset, strategies.canonical(slug), seed, "?", "-", "-", "-", "no")
+    config = read_config(folder)
+    untrained = bool(config.get("untrained"))
+    return (source, dataset, config.get("strategy", strategies.canonical(slug)), seed,
+            "-" if untrained else str(config.get("iterations", "?")),
+            "-" if untrained else config.get("precision", "-"), last_validation_psnr_y(folder),
+            config.get("device", "-"), "yes" if config.get("completed") else "no")
+
+
 def cmd_models(args: argparse.Namespace) -> None:
-    root = Path(args.root) / paths.MODELS
-    rows = []
-    for folder in sorted(p for p in root.glob("*/*/seed-*") if p.is_dir()):
-        dataset, slug, seed = folder.parent.parent.name, folder.parent.name, folder.name.removeprefix("seed-")
-        if (folder / "config.json").is_file():
-            config = read_config(folder)
-            rows.append((dataset, config.get("strategy", strategies.canonical(slug)), seed,
-                         "-" if config.get("untrained") else str(config.get("iterations", "?")),
-                         config.get("device", "-"), "yes" if config.get("completed") else "no"))
-        else:  # training started (or was killed) but has not finished
-            rows.append((dataset, strategies.canonical(slug), seed, "?", "-", "no"))
+    models, zoo = model_roots(args.root)
+    rows = [model_row(folder, source) for base, source in ((models, "models"), (zoo, "zoo"))
+            for folder in sorted(p for p in base.glob("*/*/seed-*") if p.is_dir())]
     if not rows:
-        print(f"no trained models under {root}; run the pipeline first (dvc repro or snakemake)", file=sys.stderr)
+        print(f"no trained models under {models} and no zoo at {zoo}; run the pipeline first (dvc repro or snakemake)",
+              file=sys.stderr)
         return
-    header = ("dataset", "strategy", "seed", "iterations", "device", "completed")
+    header = ("source", "dataset", "strategy", "seed", "iterations", "precision", "val_psnr_y", "device", "completed")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(value.ljust(w) for value, w in zip(row, widths)).rstrip())
@@ -159,15 +215,40 @@ def cmd_config(args: argparse.Namespace) -> None:
     print(json.dumps(read_config(folder), indent=2))
 
 
-def cmd_compare(args: argparse.Namespace) -> None:
-    """Every method minus the reference, image by image: mean difference, 95% interval, paired p-value."""
+PER_IMAGE_HINT = "results/<dataset>/per_image.csv, written by the evaluate stage"
+
+
+def read_per_image(path: Path):
+    """A per-image CSV (id, strategy, [seed,] metric columns) as a DataFrame; anything else is the user's to fix."""
     import pandas as pd
 
+    from pipeline import tables
+
+    if not path.is_file():
+        raise UserError(f"{path}: no such file ({PER_IMAGE_HINT})")
+    try:
+        table = pd.read_csv(path, dtype={"id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a per-image CSV ({reason}); give {PER_IMAGE_HINT}") from None
+    missing = [c for c in ("id", "strategy") if c not in table.columns]
+    known = [c.key for c in tables.COLUMNS]
+    if missing or not set(known) & set(table.columns):
+        wanted = ", ".join(missing) if missing else f"a metric column ({', '.join(known)})"
+        raise UserError(f"{path}: not a per-image CSV (no {wanted}); give {PER_IMAGE_HINT}")
+    if table.empty:
+        raise UserError(f"{path}: no rows (only a header); give {PER_IMAGE_HINT}")
+    return table
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Every method minus the reference, image by image: mean difference, 95% interval, paired p-value.
+
+    Every difference is computed before anything is printed, so a refused reference prints only its error.
+    """
     from pipeline import stats, tables
 
-    if not args.per_image.is_file():
-        raise UserError(f"{args.per_image}: no such file (results/<dataset>/per_image.csv, written by the evaluate stage)")
-    frame = tables.per_image_frame(pd.read_csv(args.per_image, dtype={"id": str}), "data")
+    frame = tables.per_image_frame(read_per_image(args.per_image), "data")
     methods = sorted(frame["method"].unique())
     if args.reference not in methods:
         raise UserError(f"--reference {args.reference!r} is not in {args.per_image}; valid choices: {', '.join(methods)}")
@@ -176,22 +257,25 @@ def cmd_compare(args: argparse.Namespace) -> None:
     unknown = [m for m in metrics if m not in columns]
     if unknown:
         raise UserError(f"--metrics: {', '.join(unknown)} not in {args.per_image}; valid choices: {', '.join(columns)}")
+    lines = []
     for metric in metrics:
         column, arrays = columns[metric], tables.column_arrays(frame, "data", metric)
         reference = arrays.pop(args.reference, None)
         if reference is None:
-            print(f"{metric}: n/a for {args.reference}")
+            lines.append(f"{metric}: n/a for {args.reference}")
             continue
         better = "lower" if column.lower_is_better else "higher"
-        print(f"{metric} ({better} is better): method - {args.reference}, mean over seeds and test images [95% interval]")
+        lines.append(f"{metric} ({better} is better): method - {args.reference}, mean over seeds and test images "
+                     f"[95% interval]")
         digits = column.decimals + 1
         for name, values in arrays.items():
             try:
                 d = stats.difference_stats(values, reference)
             except ValueError as err:  # e.g. a trained method as the reference: its seeds differ
                 raise UserError(f"--reference {args.reference}: {err}; pick a deterministic method such as bicubic") from None
-            print(f"  {name:<16} {d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]"
-                  f"  p {d['p_value']:.2g}  ({d['n_seeds']} seeds x {d['n_images']} images)")
+            lines.append(f"  {name:<16} {d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]"
+                         f"  p {d['p_value']:.2g}  ({d['n_seeds']} seeds x {d['n_images']} images)")
+    print("\n".join(lines))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("upscale", help="super-resolve images or folders of images with a trained model")
-    up.add_argument("model", metavar="MODEL", help="models/<dataset>/<strategy>[/seed-<k>] folder, or <dataset>/<strategy>")
+    up.add_argument("model", metavar="MODEL",
+                    help="<dataset>/<strategy> (models/, then the zoo), or a models/... or zoo/... folder")
     up.add_argument("--seed", type=int, default=None, help="which seed's model (default: the lowest trained)")
     up.add_argument("inputs", metavar="INPUTS", nargs="+", type=Path, help="image files or folders of images")
     up.add_argument("--out", type=Path, default=None,
@@ -209,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tile side in input pixels, so memory stays bounded on large images; 0: no tiling (default 256)")
     up.add_argument("--overlap", type=int, default=None,
                     help="context pixels around each tile (default: the model's receptive radius, exact)")
-    up.add_argument("--root", type=Path, default=Path("."), help="project folder holding models/ (default .)")
+    up.add_argument("--root", type=Path, default=Path("."), help="project folder holding models/ and zoo/ (default .)")
     up.set_defaults(run=cmd_upscale)
 
     sc = commands.add_parser("score", help="the report's metrics of SR images against HR references, per image")
@@ -225,14 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--root", type=Path, default=Path("."), help="project folder whose weights/ caches the backbones (default .)")
     sc.set_defaults(run=cmd_score)
 
-    ls = commands.add_parser("models", help="list the trained models")
-    ls.add_argument("--root", type=Path, default=Path("."), help="project folder holding models/ (default .)")
+    ls = commands.add_parser("models", help="list the trained models (models/ and the model zoo)")
+    ls.add_argument("--root", type=Path, default=Path("."), help="project folder holding models/ and zoo/ (default .)")
     ls.set_defaults(run=cmd_models)
 
     cf = commands.add_parser("config", help="print a trained model's config.json")
-    cf.add_argument("model", metavar="MODEL", help="models/<dataset>/<strategy>[/seed-<k>] folder, or <dataset>/<strategy>")
+    cf.add_argument("model", metavar="MODEL",
+                    help="<dataset>/<strategy> (models/, then the zoo), or a models/... or zoo/... folder")
     cf.add_argument("--seed", type=int, default=None, help="which seed's model (default: the lowest trained)")
-    cf.add_argument("--root", type=Path, default=Path("."), help="project folder holding models/ (default .)")
+    cf.add_argument("--root", type=Path, default=Path("."), help="project folder holding models/ and zoo/ (default .)")
     cf.set_defaults(run=cmd_config)
 
     cp = commands.add_parser("compare", help="each method minus a reference (bicubic), paired over the test images")
@@ -245,13 +331,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """The numeric options' ranges, checked before any work (argparse only checks that they are integers)."""
+    if getattr(args, "tile", 0) < 0:
+        raise UserError("--tile must be 0 (no tiling) or a positive number of pixels")
+    if getattr(args, "overlap", None) is not None and args.overlap < 0:
+        raise UserError("--overlap must be 0 or a positive number of pixels (default: the model's receptive radius)")
+    if getattr(args, "scale", 1) < 1:
+        raise UserError(f"--scale must be a positive upscaling factor (e.g. 4), not {args.scale}")
+
+
+def run_command(args: argparse.Namespace) -> None:
+    check_numbers(args)
+    args.run(args)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `gcn-bench` console script."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "tile", 0) < 0:
-        print("error: --tile must be 0 (no tiling) or a positive number of pixels", file=sys.stderr)
-        sys.exit(cli.EXIT_USER_ERROR)
-    cli.run(lambda: args.run(args))
+    cli.run(lambda: run_command(args))
 
 
 if __name__ == "__main__":

@@ -459,7 +459,7 @@ def stage_timings(params: Mapping, metrics: Mapping[str, dict], records: Mapping
                               "n_seeds": config.get("n_seeds", 1),
                               "iterations": config.get("iterations"), "seconds": config.get("seconds"),
                               "seconds_per_iteration": config.get("seconds_per_iteration"),
-                              "device": config.get("device")})
+                              "device": config.get("device"), "precision": config.get("precision")})
     return {"datasets": per_dataset, "models": per_model}
 
 
@@ -477,6 +477,8 @@ def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: 
     found = deviations.run_deviations(params, metrics, root)
     devices = sorted({str(m.get("device")) for m in metrics.values() if m.get("device")}
                      | {str(c.get("device")) for r in records.values() for c in r.values() if c.get("device")})
+    # the trainer's arithmetic (pipeline.fast.precision): bf16 autocast or fp32, as each model's config.json records it
+    precisions = sorted({str(c["precision"]) for r in records.values() for c in r.values() if c.get("precision")})
     return {
         "version": version,
         "git": git_info(root),
@@ -487,6 +489,7 @@ def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: 
         "packages": package_versions(),
         "platform": f"{platform.system()} {platform.release()} ({platform.machine()})",
         "devices": devices,
+        "precisions": precisions,
         "timings": stage_timings(params, metrics, records, root),
         "data_sources": data_sources(params, root),
         "weights": weight_sources(root, records),

@@ -6,18 +6,25 @@ is fully convolutional (BatchNorm in eval mode is a per-pixel affine map), so an
 depends only on the LR pixels within its receptive field: when `overlap` covers that field
 (its radius is `receptive_radius`), the tiled result equals the untiled one up to
 floating-point summation order, borders included.
+
+`sr_bands` yields the result one row of tiles at a time and `write_png` streams those rows into the
+PNG file, so upscaling holds the input (uint8), one band of output rows and one tile's activations:
+memory grows with the tile and the image width, not with the image (docs/upscale.md).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
+import png
 import torch
+from PIL import Image
 from torch import nn
 
 from pipeline.crop import BadImage, to_bgr8
@@ -27,6 +34,9 @@ from pipeline.imageset import from_unit, to_unit
 UPSCALED = re.compile(r"_x\d+_[^_]+$")   # the stem suffix of our outputs: <name>_x<scale>_<strategy slug>
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_TILE = 256      # LR pixels: a x4 tile of the 64-wide SRResNet peaks at about 0.3 GB
+# The most pixels an input may have: OpenCV's decoding limit (its default, 2^30, unless the user sets it)
+MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+PNG_COMPRESSION = 1     # zlib level of the written PNGs: OpenCV's default, fast on large images
 
 
 def receptive_radius(model: nn.Module) -> int:
@@ -48,11 +58,35 @@ def receptive_radius(model: nn.Module) -> int:
     return math.ceil(radius)
 
 
+def declared_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) as the file's header declares them, read without decoding the pixels (Pillow);
+    None for a file Pillow cannot identify (OpenCV may still read it)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None   # only the header is read here; the size limit is MAX_PIXELS
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Any image OpenCV decodes (8/16-bit, greyscale, RGBA, float) as RGB uint8 HxWx3."""
+    """Any image OpenCV decodes (8/16-bit, greyscale, RGBA, float) as RGB uint8 HxWx3.
+
+    A file whose header declares more than MAX_PIXELS pixels is refused before it is decoded.
+    """
+    size = declared_size(path)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise UserError(f"{path}: the file declares {size[0]}x{size[1]} pixels, more than the limit of "
+                        f"{MAX_PIXELS:,} pixels (OpenCV's OPENCV_IO_MAX_IMAGE_PIXELS)")
     try:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
+    except cv2.error as err:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(err):
+            raise UserError(f"{path}: the image has more than the limit of {MAX_PIXELS:,} pixels "
+                            f"(OpenCV's OPENCV_IO_MAX_IMAGE_PIXELS)") from None
         image = None
     if image is None or image.size == 0:
         raise UserError(f"{path}: cannot read this file as an image")
@@ -63,12 +97,13 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an RGB uint8 image."""
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise UserError("cannot encode the result as PNG")
-    return data.tobytes()
+def write_png(handle, width: int, height: int, bands: Iterable[np.ndarray]) -> None:
+    """An RGB uint8 PNG of `height` rows written to a binary file from bands of rows (h x width x 3 arrays).
+
+    pypng compresses the rows as they come, so only one band is in memory at a time.
+    """
+    writer = png.Writer(width, height, greyscale=False, bitdepth=8, compression=PNG_COMPRESSION)
+    writer.write(handle, (row.tobytes() for band in bands for row in band))
 
 
 def list_images(inputs: list[Path], skip_upscaled: bool = False) -> list[Path]:
@@ -93,14 +128,11 @@ def list_images(inputs: list[Path], skip_upscaled: bool = False) -> list[Path]:
     return files
 
 
-def tiles(height: int, width: int, tile: int) -> Iterator[tuple[int, int, int, int]]:
-    """(y0, y1, x0, x1) LR boxes covering the image; one box when `tile` <= 0."""
+def spans(length: int, tile: int) -> list[tuple[int, int]]:
+    """(start, end) intervals of at most `tile` covering [0, length); one interval when `tile` <= 0."""
     if tile <= 0:
-        yield 0, height, 0, width
-        return
-    for y0 in range(0, height, tile):
-        for x0 in range(0, width, tile):
-            yield y0, min(y0 + tile, height), x0, min(x0 + tile, width)
+        return [(0, length)]
+    return [(start, min(start + tile, length)) for start in range(0, length, tile)]
 
 
 def count_tiles(height: int, width: int, tile: int) -> int:
@@ -108,26 +140,40 @@ def count_tiles(height: int, width: int, tile: int) -> int:
 
 
 @torch.no_grad()
-def super_resolve(model: nn.Module, image: np.ndarray, scale: int, device: torch.device | str = "cpu",
-                  tile: int = DEFAULT_TILE, overlap: int | None = None, progress=None) -> np.ndarray:
-    """The SR image (RGB uint8, `scale` times larger) of an RGB uint8 image, computed tile by tile.
+def sr_bands(model: nn.Module, image: np.ndarray, scale: int, device: torch.device | str = "cpu",
+             tile: int = DEFAULT_TILE, overlap: int | None = None, progress=None) -> Iterator[np.ndarray]:
+    """The SR image (RGB uint8, `scale` times larger) of an RGB uint8 image, one band of rows per row of tiles.
 
-    `overlap` defaults to the model's receptive radius (exact tiling); `progress` (a tqdm bar or
-    None) is advanced once per tile.
+    Each tile is converted to [-1,1] on its own (no float copy of the whole input). `overlap`
+    defaults to the model's receptive radius (exact tiling); `progress` (a tqdm bar or None) is
+    advanced once per tile.
     """
     if overlap is None:
         overlap = receptive_radius(model)
     height, width = image.shape[:2]
-    lr = to_unit(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None])
+    for y0, y1 in spans(height, tile):
+        band = np.empty(((y1 - y0) * scale, width * scale, 3), dtype=np.uint8)
+        for x0, x1 in spans(width, tile):
+            # the tile plus `overlap` pixels of context, clipped to the image
+            py0, px0 = max(y0 - overlap, 0), max(x0 - overlap, 0)
+            py1, px1 = min(y1 + overlap, height), min(x1 + overlap, width)
+            lr = to_unit(torch.from_numpy(np.ascontiguousarray(image[py0:py1, px0:px1])).permute(2, 0, 1)[None])
+            sr = model(lr.to(device)).float()
+            top, left = (y0 - py0) * scale, (x0 - px0) * scale
+            sr = sr[:, :, top:top + (y1 - y0) * scale, left:left + (x1 - x0) * scale]
+            band[:, x0 * scale:x1 * scale] = from_unit(sr.cpu())[0].permute(1, 2, 0).numpy()
+            if progress is not None:
+                progress.update(1)
+        yield band
+
+
+def super_resolve(model: nn.Module, image: np.ndarray, scale: int, device: torch.device | str = "cpu",
+                  tile: int = DEFAULT_TILE, overlap: int | None = None, progress=None) -> np.ndarray:
+    """The whole SR image (RGB uint8, `scale` times larger) of an RGB uint8 image, in memory (`sr_bands`)."""
+    height, width = image.shape[:2]
     out = np.empty((height * scale, width * scale, 3), dtype=np.uint8)
-    for y0, y1, x0, x1 in tiles(height, width, tile):
-        # the tile plus `overlap` pixels of context, clipped to the image
-        py0, px0 = max(y0 - overlap, 0), max(x0 - overlap, 0)
-        py1, px1 = min(y1 + overlap, height), min(x1 + overlap, width)
-        sr = model(lr[:, :, py0:py1, px0:px1].to(device)).float()
-        top, left = (y0 - py0) * scale, (x0 - px0) * scale
-        sr = sr[:, :, top:top + (y1 - y0) * scale, left:left + (x1 - x0) * scale]
-        out[y0 * scale:y1 * scale, x0 * scale:x1 * scale] = from_unit(sr.cpu())[0].permute(1, 2, 0).numpy()
-        if progress is not None:
-            progress.update(1)
+    row = 0
+    for band in sr_bands(model, image, scale, device, tile, overlap, progress):
+        out[row:row + len(band)] = band
+        row += len(band)
     return out

@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import app, metrics
-from pipeline.models import Bicubic, Generator, save_generator
-from pipeline.upscale import read_image, receptive_radius, super_resolve
+from pipeline import app, metrics, zoo
+from pipeline.crop import downscale
+from pipeline.imageset import from_unit, to_unit
+from pipeline.models import Bicubic, Generator, load_sr_model, save_generator
+from pipeline.upscale import read_image, receptive_radius, sr_bands, super_resolve, write_png
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = {"blocks": 2, "width": 16, "scale": 4}
@@ -64,7 +66,24 @@ def project(tmp_path: Path) -> Path:
     rgba = np.concatenate([_smooth(rng, 16, 24), np.full((16, 24, 1), 80, np.uint8)], axis=2)
     cv2.imwrite(str(inputs / "alpha.png"), rgba)
     cv2.imwrite(str(inputs / "deep.png"), _smooth(rng, 12, 12).astype(np.uint16) * 257)
+    # the project's model zoo: float16 generators, as pipeline.zoo stores them (toy/mse also in models/)
+    for slug in ("mse", "adv"):
+        _zoo_model(tmp_path / "zoo" / "toy" / slug / "seed-1", slug, seed=1)
     return tmp_path
+
+
+def _zoo_model(folder: Path, slug: str, seed: int) -> None:
+    """A zoo run folder: generator.pt in float16 (pipeline.zoo.half_generator), config.json, validation.csv."""
+    folder.mkdir(parents=True)
+    torch.manual_seed(seed)
+    save_generator(Generator(**ARCH), ARCH, folder / "full.pt")
+    data, precision = zoo.half_generator(folder / "full.pt")
+    (folder / "full.pt").unlink()
+    (folder / "generator.pt").write_bytes(data)
+    (folder / "config.json").write_text(json.dumps({"strategy": slug, "slug": slug, "seed": seed, "scale": 4,
+                                                    "iterations": 1000, "device": "cpu", "precision": "bf16",
+                                                    "stored_as": precision, "completed": True}))
+    (folder / "validation.csv").write_text("iteration,val_psnr_y,val_ssim_y\n500,20.5,0.5\n1000,21.25,0.6\n")
 
 
 def test_upscale_folder_writes_x4_rgb_for_every_image_kind(project):
@@ -200,22 +219,46 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(project, capsys):
     assert "no image has a reference" in gcn_bench("score", str(sr), str(inputs))
 
 
-def test_models_lists_trained_models_and_config_prints_one(project, capsys):
+def test_models_lists_trained_and_zoo_models_and_config_prints_one(project, capsys):
     (project / "models" / "toy" / "adv" / "seed-0").mkdir(parents=True)   # training started, not finished
+    (project / "models" / "toy" / "mse" / "seed-0" / "validation.csv").write_text("iteration,val_psnr_y\n2,18.5\n")
     app.main(["models", "--root", str(project)])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["dataset", "strategy", "seed", "iterations", "device", "completed"]
-    assert [l.split() for l in lines[1:]] == [["toy", "adv", "0", "?", "-", "no"],
-                                             ["toy", "bicubic", "0", "-", "-", "yes"],
-                                             ["toy", "mse", "0", "2", "cpu", "yes"]]
+    assert lines[0].split() == ["source", "dataset", "strategy", "seed", "iterations", "precision", "val_psnr_y",
+                                "device", "completed"]
+    assert [l.split() for l in lines[1:]] == [["models", "toy", "adv", "0", "?", "-", "-", "-", "no"],
+                                             ["models", "toy", "bicubic", "0", "-", "-", "-", "-", "yes"],
+                                             ["models", "toy", "mse", "0", "2", "-", "18.5", "cpu", "yes"],
+                                             ["zoo", "toy", "adv", "1", "1000", "bf16", "21.25", "cpu", "yes"],
+                                             ["zoo", "toy", "mse", "1", "1000", "bf16", "21.25", "cpu", "yes"]]
     app.main(["config", "toy/mse", "--root", str(project)])
     config = json.loads((project / "models/toy/mse/seed-0/config.json").read_text())
-    assert json.loads(capsys.readouterr().out) == config
+    assert json.loads(capsys.readouterr().out) == config   # models/ takes precedence over the zoo
     app.main(["config", "toy/mse", "--seed", "0", "--root", str(project)])
     assert json.loads(capsys.readouterr().out) == config
+    app.main(["config", "toy/mse", "--seed", "1", "--root", str(project)])   # only the zoo has seed 1
+    assert json.loads(capsys.readouterr().out)["stored_as"] == "float16"
     with pytest.raises(SystemExit) as stop:
         app.main(["config", "toy/mse", "--seed", "3", "--root", str(project)])
-    assert stop.value.code == 2 and "no model of seed 3; valid seeds: 0" in capsys.readouterr().err
+    assert stop.value.code == 2 and "no model of seed 3; valid seeds: 0, 1" in capsys.readouterr().err
+
+
+def test_upscale_takes_zoo_models_in_float32(project):
+    """A zoo model (float16 weights on disk) by name, by folder and by seed, run as the float32 generator it
+    was stored from."""
+    folder = project / "zoo" / "toy" / "adv" / "seed-1"
+    for model in ("toy/adv", str(folder)):
+        run = _gcn_bench("upscale", model, "inputs/colour.png", "--out", "sr", "--seed", "1", cwd=project)
+        assert run.returncode == 0, run.stderr
+    loaded = load_sr_model(folder)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    expected = super_resolve(loaded, read_image(project / "inputs" / "colour.png"), 4)
+    assert np.array_equal(read_image(project / "sr" / "colour_x4_adv.png"), expected)
+    # the float16 weights are the float32 ones rounded: the SR images differ by a few levels at most
+    torch.manual_seed(1)
+    full = Generator(**ARCH).eval()
+    exact = super_resolve(full, read_image(project / "inputs" / "colour.png"), 4).astype(int)
+    assert 0 < np.abs(exact - expected.astype(int)).max() <= 3
 
 
 def test_score_perceptual_error_with_weights(project, tmp_path, weights_root):
@@ -274,3 +317,183 @@ def test_compare_prints_each_method_minus_the_reference_and_refuses_unknown_name
     assert "no such file" in refused(str(tmp_path / "nowhere.csv"))
     # mse has two different seeds: one line and exit 2, not a traceback
     assert "deterministic" in refused(str(per_image), "--reference", "mse", "--metrics", "psnr_y")
+
+
+# ---------------------------------------------------------------- every input, option and output path: one line, exit 2
+
+def _tree(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def _huge_png(path: Path, width: int, height: int) -> None:
+    """A valid PNG signature and header declaring width x height, with almost no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def _two_seed_per_image(path: Path) -> None:
+    rows = [{"id": f"t{i}", "strategy": name, "seed": seed, "psnr_y": 20.0 + i + seed * 0.1 * (name != "bicubic")}
+            for i in range(8) for name in ("bicubic", "mse", "srgan") for seed in (0, 1)
+            if not (name == "bicubic" and seed)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("case", ["out-unwritable", "out-is-a-file", "target-is-a-folder", "overlap", "tile",
+                                  "huge-png", "unknown-model", "csv-unwritable", "csv-is-a-folder", "scale",
+                                  "compare-json", "compare-header-only", "compare-seeded-reference"])
+def test_every_cli_mistake_is_one_line_exit_2_and_writes_nothing(project, case, capsys):
+    inputs, colour = project / "inputs", str(project / "inputs" / "colour.png")
+    hr = project / "hr"
+    hr.mkdir()
+    cv2.imwrite(str(hr / "colour.png"), np.zeros((96, 160, 3), np.uint8))
+    (project / "sr").mkdir()
+    cv2.imwrite(str(project / "sr" / "colour.png"), np.zeros((96, 160, 3), np.uint8))
+    (project / "metrics.json").write_text(json.dumps({"strategies": {"mse": {"psnr_y": 20.1}}, "n_test": 32}, indent=2))
+    (project / "header.csv").write_text("id,strategy,seed,psnr_y,ssim_y\n")
+    _two_seed_per_image(project / "two-seeds.csv")
+    _huge_png(inputs / "huge.png", 100_000, 100_000)
+    (inputs / "colour_x4_mse.png").mkdir()   # an output name that is taken by a folder
+    score = ["score", str(project / "sr"), str(hr), "--networks", ""]
+    cases = {
+        "out-unwritable": (["upscale", "toy/mse", colour, "--out", "/proc/gcn-bench-out/sr"], "--out: cannot create the folder /proc/gcn-bench-out"),
+        "out-is-a-file": (["upscale", "toy/mse", colour, "--out", colour], "is a file, not a folder"),
+        "target-is-a-folder": (["upscale", "toy/mse", colour], "colour_x4_mse.png is a folder; give a file name"),
+        "overlap": (["upscale", "toy/mse", colour, "--overlap", "-1"], "--overlap must be 0 or a positive number"),
+        "tile": (["upscale", "toy/mse", colour, "--tile", "-3"], "--tile must be 0 (no tiling) or a positive"),
+        "huge-png": (["upscale", "toy/mse", str(inputs / "huge.png"), "--out", "x"],
+                     "huge.png: the file declares 100000x100000 pixels, more than the limit of 1,073,741,824 pixels"),
+        "unknown-model": (["upscale", "toy/srgan", colour], "toy/srgan: unknown model; valid choices: toy/bicubic, toy/mse, toy/adv"),
+        "csv-unwritable": ([*score, "--csv", "/proc/x.csv"], "--csv: cannot write in /proc"),
+        "csv-is-a-folder": ([*score, "--csv", str(project / "sr")], "is a folder; give a file name"),
+        "scale": ([*score, "--scale", "0"], "--scale must be a positive upscaling factor (e.g. 4), not 0"),
+        "compare-json": (["compare", str(project / "metrics.json")], "metrics.json: not a per-image CSV"),
+        "compare-header-only": (["compare", str(project / "header.csv")], "header.csv: no rows (only a header)"),
+        "compare-seeded-reference": (["compare", str(project / "two-seeds.csv"), "--reference", "srgan", "--metrics", "psnr_y"],
+                                     "--reference srgan: "),
+    }
+    argv, message = cases[case]
+    before = _tree(project)
+    with pytest.raises(SystemExit) as exit_info:
+        app.main([*argv, "--root", str(project)] if argv[0] in ("upscale", "config") else argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2
+    assert message in _error_line(captured.err)
+    assert captured.out == ""                       # nothing printed before the error
+    assert _tree(project) == before                 # no output file or folder left behind
+    assert not Path("/proc/gcn-bench-out").exists()
+
+
+def test_upscale_checks_the_output_folder_before_computing(project, capsys, monkeypatch):
+    """An unwritable --out stops the run before any tile is computed."""
+    from pipeline import upscale
+
+    computed = []
+    original = upscale.sr_bands
+    # our own band generator, wrapped to record whether the SR ran (the model and torch run unchanged)
+    monkeypatch.setattr(upscale, "sr_bands", lambda *args, **kwargs: (computed.append(1), original(*args, **kwargs))[1])
+    with pytest.raises(SystemExit):
+        app.main(["upscale", "toy/mse", str(project / "inputs"), "--out", "/proc/gcn-bench-out", "--root", str(project)])
+    assert computed == [] and "cannot create the folder" in _error_line(capsys.readouterr().err)
+    app.main(["upscale", "toy/mse", str(project / "inputs" / "colour.png"), "--out", str(project / "sr"),
+              "--root", str(project)])
+    assert computed == [1]   # the wrapper does see a run that computes
+
+
+# ---------------------------------------------------------------- streamed output
+
+def _in_memory_upscale(model: torch.nn.Module, image: np.ndarray, tile: int) -> np.ndarray:
+    """The upscale of the previous implementation: the whole input as one float tensor, the whole output in memory."""
+    height, width = image.shape[:2]
+    lr = to_unit(torch.from_numpy(image).permute(2, 0, 1)[None])
+    out = np.empty((height * 4, width * 4, 3), np.uint8)
+    radius = receptive_radius(model)
+    with torch.no_grad():
+        for y0 in range(0, height, tile):
+            for x0 in range(0, width, tile):
+                y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
+                py0, px0, py1, px1 = max(y0 - radius, 0), max(x0 - radius, 0), min(y1 + radius, height), min(x1 + radius, width)
+                sr = model(lr[:, :, py0:py1, px0:px1])
+                top, left = (y0 - py0) * 4, (x0 - px0) * 4
+                sr = sr[:, :, top:top + (y1 - y0) * 4, left:left + (x1 - x0) * 4]
+                out[y0 * 4:y1 * 4, x0 * 4:x1 * 4] = from_unit(sr)[0].permute(1, 2, 0).numpy()
+    return out
+
+
+def test_streamed_png_equals_the_in_memory_result(project):
+    image = read_image(project / "inputs" / "colour.png")   # 24 x 40: bands of 8 rows, the last tile column 5 wide
+    run = _gcn_bench("upscale", "toy/mse", "inputs/colour.png", "--out", "sr", "--tile", "7", cwd=project)
+    assert run.returncode == 0, run.stderr
+    model = load_sr_model(project / "models" / "toy" / "mse" / "seed-0")
+    streamed = read_image(project / "sr" / "colour_x4_mse.png")
+    assert np.array_equal(streamed, _in_memory_upscale(model, image, 7))
+    assert np.array_equal(super_resolve(model, image, 4, tile=7), streamed)
+
+
+def _python_peak_bytes(image: np.ndarray, path: Path) -> int:
+    """Peak Python-side memory (numpy arrays, PNG buffers: what tracemalloc sees) of a streamed x4 bicubic upscale."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with open(path, "wb") as handle:
+            write_png(handle, image.shape[1] * 4, image.shape[0] * 4, sr_bands(Bicubic(4).eval(), image, 4, tile=32))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_upscale_memory_grows_with_the_tile_not_the_image(tmp_path):
+    """Four times the rows: the same peak to within one band of output rows (a few MB of row band and PNG
+    buffers), far below the whole output (25 MB)."""
+    rng = np.random.default_rng(8)
+    short, tall = _smooth(rng, 512, 256), _smooth(rng, 2048, 256)
+    band_bytes, tall_output_bytes = 32 * 4 * 1024 * 3, 2048 * 4 * 1024 * 3          # 0.4 MB, 25 MB
+    peak_short = _python_peak_bytes(short, tmp_path / "short.png")
+    peak_tall = _python_peak_bytes(tall, tmp_path / "tall.png")
+    assert peak_tall < peak_short + band_bytes and peak_tall < tall_output_bytes / 4, (peak_short, peak_tall)
+    assert np.array_equal(read_image(tmp_path / "tall.png"), super_resolve(Bicubic(4).eval(), tall, 4, tile=32))
+
+
+# ---------------------------------------------------------------- the committed model zoo
+
+ZOO_MODEL = REPO / "zoo" / "kodak24" / "mse" / "seed-0"
+
+
+def test_zoo_mse_model_beats_bicubic_on_chelsea(tmp_path):
+    """`gcn-bench upscale kodak24/mse` from a folder outside the project: the zoo beside the package, float16
+    weights run in float32; the natural-domain mse model beats bicubic in PSNR-Y on chelsea (LR made the way the
+    model's training crops were: crop.downscale of its config.json)."""
+    from skimage import data
+
+    assert (ZOO_MODEL / "generator.pt").is_file(), f"{ZOO_MODEL}: the committed zoo model is missing"
+    config = json.loads((ZOO_MODEL / "config.json").read_text())
+    hr = data.chelsea()
+    hr = hr[:hr.shape[0] // 4 * 4, :hr.shape[1] // 4 * 4]
+    cv2.imwrite(str(tmp_path / "chelsea.png"), cv2.cvtColor(downscale(hr, 4, config["crop"]["downscale"]), cv2.COLOR_RGB2BGR))
+    outputs = {}
+    for name, args in {"name": ["kodak24/mse"], "seed": ["kodak24/mse", "--seed", "0"],
+                       "folder": [str(ZOO_MODEL)]}.items():
+        run = _gcn_bench("upscale", *args, "chelsea.png", "--out", name, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        outputs[name] = read_image(tmp_path / name / "chelsea_x4_mse.png")
+    assert np.array_equal(outputs["name"], outputs["seed"]) and np.array_equal(outputs["name"], outputs["folder"])
+    bicubic = super_resolve(Bicubic(4).eval(), read_image(tmp_path / "chelsea.png"), 4)
+    ours, baseline = metrics.psnr_y(outputs["name"], hr, 4), metrics.psnr_y(bicubic, hr, 4)
+    assert ours > baseline, (ours, baseline)
+
+
+def test_models_lists_the_packaged_zoo_outside_a_project(tmp_path):
+    assert (ZOO_MODEL / "config.json").is_file(), f"{ZOO_MODEL}: the committed zoo model is missing"
+    run = _gcn_bench("models", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines()[1:]]
+    assert ["zoo", "kodak24", "mse", "0"] in [row[:4] for row in rows]
+    unknown = _gcn_bench("upscale", "kodak24/nope", "x.png", cwd=tmp_path)
+    assert unknown.returncode == 2 and "kodak24/mse" in _error_line(unknown.stderr)

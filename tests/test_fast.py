@@ -166,12 +166,17 @@ def test_bf16_autocast_generator_loss_within_tolerance(name):
 
 def test_auto_takes_bf16_only_on_a_cpu_that_computes_it_natively(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.delenv(fast.CPU_BF16_ENV, raising=False)   # the CI's forced-bf16 run sets it; this test is about auto
     monkeypatch.setattr(fast, "native_bf16_cpu", lambda: False)
     assert fast.precision(cpu, fast.resolve("auto", cpu)) == "fp32"      # emulated bf16 would be slower
     monkeypatch.setattr(fast, "native_bf16_cpu", lambda: True)
     assert fast.precision(cpu, fast.resolve("auto", cpu)) == "bf16"
     assert fast.precision(cpu, fast.resolve("off", cpu)) == "fp32"       # off stays plain fp32
     assert fast.precision(torch.device("cuda"), True) == "bf16"
+    monkeypatch.setattr(fast, "native_bf16_cpu", lambda: False)
+    monkeypatch.setenv(fast.CPU_BF16_ENV, "1")
+    assert fast.precision(cpu, fast.resolve("auto", cpu)) == "bf16"      # forced: bf16 on any CPU
+    monkeypatch.setattr(fast, "native_bf16_cpu", lambda: True)
     trainer = Trainer(strategies.get("mse"), tiny_params(fast="auto")["train"], HR, SCALE)
     assert trainer.precision == "bf16"
     with trainer.autocast():

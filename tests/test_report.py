@@ -175,7 +175,7 @@ def make_workspace(root: Path, params: dict, n_test: int = 10, squeeze_missing: 
                     writer.writerow(log)
                     writer.writerows(zip(*log.values()))
                 config = {"strategy": name, "seed": s_, "iterations": iters, "device": "cpu", "seconds": 12.0,
-                          "seconds_per_iteration": 12.0 / iters}
+                          "seconds_per_iteration": 12.0 / iters, "precision": "bf16"}
                 if name in ("cla", "srgan"):
                     config["weights"] = [{"network": "vgg19", "available": True, "source": "torchvision:url",
                                           "sha256": "c" * 64}]
@@ -371,6 +371,9 @@ def test_run_card_lists_sources_weights_timings_and_approximations(built):
     for package in ("torch", "torchvision", "lpips", "dvc", "snakemake", "numpy", "pandas", "scikit-image"):
         assert f"{package} " in html
     assert "train:" in html and "iterations:" in html      # params as YAML
+    # the training precision the models' config.json record, on the card and per model
+    assert re.search(r"<th>training precision</th><td>bf16 \(bf16: bfloat16 autocast", html)
+    assert re.search(r"<td>cpu</td><td>bf16</td></tr>", html)
 
 
 def test_version_names(tmp_path, monkeypatch):
