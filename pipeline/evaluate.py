@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline import deviations, metrics, paths, perceptual, stats, strategies, tables
+from pipeline import deviations, kernels, metrics, paths, perceptual, stats, strategies, tables
 from pipeline.config import seed_list
 from pipeline.device import choose_device
 from pipeline.errors import UserError
@@ -85,10 +85,16 @@ def model_folders(params: dict, dataset: str, root: Path) -> dict[tuple[str, int
     return folders
 
 
-def load_models(params: dict, dataset: str, root: Path, scale: int) -> dict[tuple[str, int], torch.nn.Module]:
-    """The SR model of every selected strategy and seed, keyed (strategy, seed); bicubic once."""
+def load_models(params: dict, dataset: str, root: Path, scale: int,
+                bicubic_kernel: str | None = None) -> dict[tuple[str, int], torch.nn.Module]:
+    """The SR model of every selected strategy and seed, keyed (strategy, seed); bicubic once.
+
+    Bicubic upscales with `bicubic_kernel`, by default the one of the profile's LR images
+    (`kernels.bicubic_kernel(crop.downscale)`).
+    """
     from pipeline.models import Bicubic, load_sr_model
-    return {key: Bicubic(scale).eval() if folder is None else load_sr_model(folder)
+    kernel = bicubic_kernel or kernels.bicubic_kernel(params["crop"].get("downscale", "bicubic"))
+    return {key: Bicubic(scale, kernel).eval() if folder is None else load_sr_model(folder, kernel)
             for key, folder in model_folders(params, dataset, root).items()}
 
 
@@ -137,7 +143,8 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
     lr, hr, ids = load_pairs(dataset, "test", root)
     scale = hr.shape[-1] // lr.shape[-1]
     device = choose_device(params["train"].get("device", "auto"))
-    models = {key: m.to(device) for key, m in load_models(params, dataset, root, scale).items()}
+    bicubic = kernels.bicubic_kernel(params["crop"].get("downscale", "bicubic"))
+    models = {key: m.to(device) for key, m in load_models(params, dataset, root, scale, bicubic).items()}
     names = list(dict.fromkeys(name for name, _ in models))
     first_seed = {name: min(seed for n, seed in models if n == name) for name in names}
     order = params["eval"].get("weights_order", DEFAULT_ORDER)
@@ -200,7 +207,10 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
         "selection": rule,
         "rank_agreement": agreement,
         "verdict": dataset_verdict(dataset, agreement),
+        "bicubic_kernel": bicubic,
         "conventions": {
+            "bicubic": f"the untrained baseline upscales with {kernels.BICUBIC_KERNELS[bicubic]}, the convention of "
+                       f"this profile's LR images (crop.downscale: {params['crop'].get('downscale', 'bicubic')})",
             "l2": "the paper's L2: mean squared error of RGB in [-1,1] (= 4 x mse), whole image, as Zhang et al.'s "
                   "DistModel('L2', colorspace='RGB') (evidence: bench/metric-convention.md)",
             "ssim_error": "the paper's SSIM column: DSSIM = (1 - SSIM) / 2 with scikit-image's default SSIM "

@@ -50,6 +50,11 @@ def receptive_radius(model: nn.Module) -> int:
 
 def read_image(path: Path) -> np.ndarray:
     """Any image OpenCV decodes (8/16-bit, greyscale, RGBA, float) as RGB uint8 HxWx3."""
+    return read_image_converted(path)[0]
+
+
+def read_image_converted(path: Path) -> tuple[np.ndarray, list[str]]:
+    """`read_image` and the conversions it applied (crop.to_bgr8's names: "greyscale" for a one-channel file)."""
     try:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -57,10 +62,10 @@ def read_image(path: Path) -> np.ndarray:
     if image is None or image.size == 0:
         raise UserError(f"{path}: cannot read this file as an image")
     try:
-        bgr, _ = to_bgr8(image)
+        bgr, conversions = to_bgr8(image)
     except BadImage:
         raise UserError(f"{path}: unsupported pixel format {image.dtype} with shape {image.shape}") from None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), conversions
 
 
 def encode_png(image: np.ndarray) -> bytes:
