@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline import deviations, paths, published, sources, stats, strategies, tables, verdicts
+from pipeline import deviations, kernels, paths, published, sources, stats, strategies, tables, verdicts
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_text
 from pipeline.imageset import read_manifest, read_png
@@ -472,6 +472,19 @@ def approximations(params: Mapping, deviations_list: list[dict]) -> list[str]:
     return notes
 
 
+def bicubic_kernels(metrics: Mapping[str, dict], benchmarks: Mapping[str, dict]) -> list[str]:
+    """The run card's lines on the bicubic baseline: the upscaling kernel (pipeline.kernels) each stage used.
+
+    A record without ``bicubic_kernel`` was written before the kernel followed the profile: OpenCV's then.
+    """
+    datasets: dict[str, list[str]] = {}
+    for ds, record in metrics.items():
+        datasets.setdefault(record.get("bicubic_kernel", kernels.OPENCV), []).append(ds)
+    lines = [f"{kernels.BICUBIC_KERNELS[k]}: test crops of {', '.join(names)}" for k, names in datasets.items()]
+    protocol = {record.get("bicubic_kernel", kernels.OPENCV) for record in benchmarks.values() if record.get("benchmarks")}
+    return lines + [f"{kernels.BICUBIC_KERNELS[k]}: the standard SR protocol (whole test-only images)" for k in protocol]
+
+
 def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: str) -> dict:
     records = {ds: model_records(ds, strategies.NAMES, root) for ds in params["datasets"]}
     found = deviations.run_deviations(params, metrics, root)
@@ -490,6 +503,7 @@ def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: 
         "platform": f"{platform.system()} {platform.release()} ({platform.machine()})",
         "devices": devices,
         "precisions": precisions,
+        "bicubic": bicubic_kernels(metrics, load_benchmarks(params, root)),
         "timings": stage_timings(params, metrics, records, root),
         "data_sources": data_sources(params, root),
         "weights": weight_sources(root, records),

@@ -55,7 +55,7 @@ WORSE = "bicubic"          # clearly worse L2 there
 
 
 def make_workspace(root: Path, params: dict, n_test: int = 10, squeeze_missing: bool = True, seed: int = 0,
-                   seeds: tuple[int, ...] = (0, 1)) -> None:
+                   seeds: tuple[int, ...] = (0, 1), names: tuple[str, ...] = tuple(strategies.NAMES)) -> None:
     """Files in the layout and schemas the crop/train/evaluate stages write, with small real crops.
 
     Per-image metrics: a method's base value x an image effect x a seed effect + noise; the metrics
@@ -64,7 +64,7 @@ def make_workspace(root: Path, params: dict, n_test: int = 10, squeeze_missing: 
     """
     from pipeline import evaluate, metrics as metric_fns
     rng = np.random.default_rng(seed)
-    names = list(strategies.NAMES)
+    names = list(names)
     _write_json(root / paths.WEIGHTS / "manifest.json", {
         "squeeze": {"available": not squeeze_missing, "source": None, "sha256": None,
                     "reason": "SqueezeNet 1.1 weights: no offline source" if squeeze_missing else None},
@@ -150,7 +150,7 @@ def make_workspace(root: Path, params: dict, n_test: int = 10, squeeze_missing: 
                             else {"available": True, "source": "torchvision", "sha256": "d" * 64}),
                 "alex": {"available": True, "source": "registry:alexnet", "sha256": "a" * 64},
                 "vgg": {"available": True, "source": "torchvision", "sha256": "b" * 64}},
-            "selection": rule, "rank_agreement": agreement, "verdict": evaluate.dataset_verdict(ds, agreement),
+            "selection": rule, "rank_agreement": agreement, "verdict": tables.dataset_verdict(ds, agreement),
             "conventions": {"ssim_error": "(1 - SSIM) / 2"},
         }
         _write_json(root / paths.metrics_path(ds), evaluate._finite(record))
@@ -352,6 +352,31 @@ def test_selection_frequencies_and_rank_agreement_are_shown(built):
             low, high = entry["strategies"][name]["ci"]["pe_alex"]
             assert low <= entry["strategies"][name]["pe_alex"] <= high
     assert summary["datasets"][params["datasets"][0]]["strategies"]["adv"]["tied_with_best"][0] == "l2"
+
+
+def test_claims_that_cannot_fail_are_not_printed_as_findings(tmp_path):
+    """Table 3's methods only, as the CPU reference runs: 4 methods with paper values (Kendall's test cannot reach
+    p < 0.05), one GCN variant (no choice among the GCN variants). The page says so, and names, beside the
+    selection rule, the column deciding its maximum and our scale-free variant with its winner frequencies."""
+    params = {**default_params(), "datasets": ["sample-aerial"]}
+    make_workspace(tmp_path, params, names=("bicubic", "mse", "adv,mse", "srgan", "adv,rec"))
+    page = build_report(params, tmp_path, version="claims").read_text()
+    record = json.loads((tmp_path / paths.metrics_path("sample-aerial")).read_text())
+    agreement = page.split('<section id="agreement">')[1].split("</section>")[0]
+    assert agreement.count('<span class="na">too few methods to test</span>') == sum(
+        1 for v in record["rank_agreement"].values() if v["tau"] is not None)
+    assert "sample-aerial: too few methods to test the agreement with the paper (4 methods" in agreement
+    assert " of 6 columns" not in page and "agree with the paper on 0" not in page
+    glance = page.split('<section id="glance">')[1].split("</section>")[0]
+    assert "adv,rec is the only candidate among the GCN variants: nothing to select, no win" in glance
+    assert "among the GCN variants" not in glance.replace("the only candidate among the GCN variants", "")
+    relative = record["selection"]["relative"]
+    share = relative["frequencies"][relative["winner"]]
+    assert (f"scale-free variant (ours, PE relative to bicubic&#39;s): {relative['winner']} wins in {share:.0%} "
+            "of bootstrap resamples") in glance
+    assert "the rule&#39;s maximum PE is " in glance
+    table5 = page.split('<section id="table-5"')[1].split("</section>")[0]
+    assert "the rule&#39;s maximum PE is " in table5 and "scale-free variant (ours" in table5
 
 
 def test_run_card_lists_sources_weights_timings_and_approximations(built):
