@@ -273,7 +273,7 @@ def test_blocker_allows_a_blocked_module_only_from_the_carried_folder(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["carried", "No module named 'resize_right' (not on the GPU machine, and "
-                                          "the lease does not carry it)"]
+                                          "the lease does not ship it)"]
 
 
 def test_blocked_modules_are_those_the_gpu_machine_lacks():
