@@ -130,7 +130,7 @@ def _lease(repo: Path, out: Path, work: Path, plan: Plan, clock: Clock, log: Lea
         f"deadline {clock.deadline:.0f} s")
     wheels = lease_device.install_wheels(repo, repo / LEASE_DIR / "site")
     record["packages"] = lease_device.check_monitoring(work)
-    log(f"set-up: {len(wheels)} carried wheels installed; DVCLive writes, lpips imports "
+    log(f"set-up: {len(wheels)} shipped wheels installed; DVCLive writes, lpips imports "
         f"({', '.join(f'{k} {v}' for k, v in record['packages'].items())})")
 
     import torch

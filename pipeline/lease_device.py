@@ -37,7 +37,7 @@ class LeaseError(UserError):
 
 
 def install_wheels(repo: Path, site: Path) -> list[str]:
-    """pip install the carried wheels into `site` (offline, no dependencies) and make them importable."""
+    """pip install the shipped wheels into `site` (offline, no dependencies) and make them importable."""
     wheels = sorted(lease_carry.wheels_dir(repo).glob("*.whl"))
     if not wheels:
         raise LeaseError(f"{lease_carry.wheels_dir(repo)}: no wheels; copy .lease/ to the GPU machine beside the working tree")
