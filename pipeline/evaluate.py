@@ -9,11 +9,15 @@ they can be recomputed from the PNGs. Outputs, each written atomically:
 
 - results/<ds>/sr/<slug>/<id>.png: the SR images of each strategy's first seed (the figures);
 - results/<ds>/per_image.csv: one row per (image, strategy, seed), empty cells for n/a;
-- metrics/<ds>.json: per-strategy means over seeds and images (``strategies``, what `dvc metrics`
-  shows), their uncertainty (``stats``: 95% interval, seed sd, rank and tie with the column's best,
-  pipeline.stats), the perceptual nets' status, the paper's selection rule with how often each
-  method wins on resamples, the column that decides each method's maximum and our scale-free variant
-  of the rule (``selection``), and Kendall's tau against the paper (``rank_agreement``).
+- metrics/<ds>.json: the dataset's record, numbers and short labels only: per-strategy means over seeds
+  and images (``strategies``), their uncertainty (``stats``: 95% interval, seed sd, rank and tie with the
+  column's best, pipeline.stats), the paper's selection rule with how often each method wins on resamples,
+  the column that decides each method's maximum and our scale-free variant of the rule (``selection``) and Kendall's tau against the paper (``rank_agreement``);
+- metrics/<ds>-provenance.json: the same record's text (metric conventions, deviations from the paper,
+  the perceptual nets' weight sources and n/a reasons, verdicts): pipeline.fileio.write_record splits
+  them, read_record merges them back;
+- metrics/<ds>/<strategy slug>.json: each method's headline numbers (`HEADLINE`), the dvc metrics of the
+  stage: one row per dataset and method in `dvc metrics show`, narrow enough for a terminal.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from pipeline import deviations, kernels, metrics, paths, perceptual, stats, str
 from pipeline.config import seed_list
 from pipeline.device import choose_device
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write_json, atomic_write_text
+from pipeline.fileio import atomic_write_json, atomic_write_text, staged, write_record
 from pipeline.imageset import from_unit, load_pairs, to_unit
 from pipeline.weights import DEFAULT_ORDER
 
@@ -50,6 +54,10 @@ VALUE_COLUMNS = LOW_LEVEL + perceptual.ALL_COLUMNS
 COLUMNS = ("id", "strategy", "seed") + VALUE_COLUMNS
 SELECTION_RULE = "best method minimises the maximum PE across the available networks (GCN paper 4.2)"
 BASELINE = "bicubic"
+# The columns of a method's dvc metrics file (metrics/<ds>/<slug>.json), with the selection rule's score
+# (max_pe) and how often the method wins the rule on resamples (rule_share): few enough that every dataset
+# and method fits one line of `dvc metrics show` at 200 columns.
+HEADLINE = ("psnr_y", "ssim_y", "l2", "ssim_error", "pe_squeeze_lin", "pe_alex_lin", "pe_vgg_lin")
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -234,8 +242,28 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
     result["deviations"] = (deviations.parameter_deviations(params)
                             + deviations.dataset_deviations(params, dataset, root, len(ids))
                             + deviations.network_deviations(root, unavailable, names))
-    atomic_write_json(root / paths.metrics_path(dataset), _finite(result))
+    finite = _finite(result)
+    write_record(root / paths.metrics_path(dataset), finite)
+    write_headlines(root / paths.method_metrics_dir(dataset), finite)
     return result
+
+
+def headline(result: dict, name: str) -> dict:
+    """One method's dvc metrics: its means of the HEADLINE columns (an n/a network's left out), max_pe, rule_share."""
+    means = result["strategies"][name]
+    out = {column: means[column] for column in HEADLINE if means.get(column) is not None}
+    rule = result["selection"]
+    if name in rule.get("max_pe", {}):
+        out["max_pe"] = rule["max_pe"][name]
+        out["rule_share"] = rule.get("frequencies", {}).get(name, 0.0)
+    return out
+
+
+def write_headlines(folder: Path, result: dict) -> None:
+    """metrics/<ds>/<slug>.json for every evaluated method; the folder is replaced whole (no stale method)."""
+    with staged(folder) as tmp:
+        for name in result["strategies"]:
+            atomic_write_json(tmp / f"{strategies.slug(name)}.json", headline(result, name))
 
 
 # ----------------------------------------------------------------------------- uncertainty (pipeline.stats)

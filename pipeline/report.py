@@ -38,7 +38,7 @@ import yaml
 
 from pipeline import deviations, kernels, paths, published, sources, stats, strategies, tables, verdicts
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write_text
+from pipeline.fileio import atomic_write_text, merge_record, provenance_path
 from pipeline.imageset import read_manifest, read_png
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,14 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
+def read_record(path: Path) -> dict | None:
+    """A record pipeline.fileio.write_record wrote: its numbers (None when missing) with its provenance merged in."""
+    numbers = _read_json(path)
+    if numbers is None:
+        return None
+    return merge_record(numbers, _read_json(provenance_path(path)) or {})
 
 
 def _png_data_uri(figure) -> str:
@@ -148,7 +156,7 @@ def load_metrics(params: Mapping, root: Path) -> dict[str, dict]:
     out = {}
     for ds in params["datasets"]:
         path = root / paths.metrics_path(ds)
-        record = _read_json(path)
+        record = read_record(path)
         if record is None:
             raise UserError(f"{path}: no metrics for dataset {ds!r}; run the evaluate stage first (dvc repro evaluate@{ds})")
         out[ds] = record
@@ -159,7 +167,7 @@ def load_benchmarks(params: Mapping, root: Path) -> dict[str, dict]:
     """metrics/<ds>-benchmarks.json (the standard SR protocol) of every dataset of the run that has one."""
     out = {}
     for ds in params["datasets"]:
-        record = _read_json(root / paths.benchmark_metrics_path(ds))
+        record = read_record(root / paths.benchmark_metrics_path(ds))
         if record:
             out[ds] = record
     return out
