@@ -283,7 +283,8 @@ def _panel(key: str, title: str, image: np.ndarray | None, box: tuple[int, int, 
 
     ``box`` (y, x, size) is in the image's pixels; the outline's place on screen is box x factor.
     """
-    panel = {"key": key, "title": title, "winner": winner, "missing": image is None}
+    panel = {"key": key, "title": title, "method": key not in ("lr", "hr"), "winner": winner,
+             "missing": image is None}
     if image is None:
         return panel
     y, x, size = box
@@ -626,7 +627,8 @@ def comparison(versions: list[dict]) -> dict:
                 values = [entry.get("strategies", {}).get(n, {}).get(key) for n in names]
                 best = tables.mark_best(values, lower, decimals)
                 for n, value, is_best in zip(names, values, best):
-                    grid[(n, v["folder"])] = {"value": value, "best": is_best, "winner": entry.get("winner") == n}
+                    if n in entry.get("strategies", {}):    # else not evaluated in that version: no cell
+                        grid[(n, v["folder"])] = {"value": value, "best": is_best, "winner": entry.get("winner") == n}
             metrics.append({"key": key, "label": label, "decimals": decimals, "lower": lower, "grid": grid})
         datasets.append({"name": ds, "strategies": names, "metrics": metrics})
     return {"key_params": list(KEY_PARAMS), "other_params": [k for k in differing if k not in key_names],
@@ -667,11 +669,23 @@ def _seconds(value: Any) -> str:
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
+def _param(value: Any) -> str:
+    """A flattened parameter as text: a JSON list (how `flatten` keeps lists) as its items, comma-separated."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        if isinstance(items, list):
+            return ", ".join(str(i) for i in items)
+    return "\u2014" if value is None else str(value)
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["j2"]),
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     env.filters.update(fmt=_fmt, signed=_signed, seconds=_seconds, label=tables.method_label, interval=_interval,
-                       pvalue=_pvalue)
+                       pvalue=_pvalue, param=_param)
     return env
 
 
