@@ -27,20 +27,13 @@ from pipeline.config import load_params
 from pipeline.errors import UserError
 from pipeline.report import (MIN_ENLARGE, MIN_ZOOM_WINDOW, build_report, list_versions, params_hash, report_identity,
                              report_version, zoom_box)
+from test_tables import OFFLINE_REASON as SQUEEZE_REASON  # what pipeline.weights records without weights or network
 
 REPO = Path(__file__).resolve().parents[1]
 HR, SCALE = 32, 4
 METRIC_KEYS = ("l2", "ssim", "ssim_error", "psnr", "psnr_y", "pe_squeeze", "pe_squeeze_lin",
                "pe_alex", "pe_alex_lin", "pe_vgg", "pe_vgg_lin")
 PHOTOS = {"sample-natural": "astronaut", "sample-texture": "brick", "sample-aerial": "coffee"}
-# What pipeline.weights records for SqueezeNet on a machine without its weights and without network.
-SQUEEZE_REASON = (
-    "no ImageNet weights for squeezenet1_1 (tried cache, torchvision, registry): cache: no cached copy "
-    "(weights/squeezenet1_1.pt with a record in weights/manifest.json); torchvision: "
-    "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth: [Errno -2] Name or service not known; "
-    "registry: no registry package is known to ship squeezenet1_1 ImageNet weights; to provide them offline, "
-    "download https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth on another machine and put the "
-    "file in data/cache/weights/ (its sha256 is checked)")
 
 
 # ---------------------------------------------------------------- synthetic workspace
