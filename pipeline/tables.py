@@ -410,6 +410,43 @@ def na_reasons(metrics: Mapping) -> dict[str, str]:
     return out
 
 
+# The ImageNet networks behind the LPIPS columns, by their full names (for the n/a sentences).
+NETWORK_NAMES = {"squeeze": "SqueezeNet 1.1", "alex": "AlexNet", "vgg": "VGG16"}
+# Words of a failed download in a weights reason (pipeline.weights): the machine had no network.
+_OFFLINE = ("Name or service not known", "Temporary failure in name resolution", "Network is unreachable",
+            "timed out", "urlopen error")
+
+
+def na_explanation(network: str, reason: str) -> str:
+    """Why a network's columns are n/a, in a user's words, with the way to fill them when the reason says it.
+
+    E.g. "SqueezeNet 1.1: no offline copy of its ImageNet weights, and no network to download them;
+    its columns (Squ, Squ-l) are n/a. To fill them: download ... and put the file in data/cache/weights/".
+    The technical reason (every source tried) stays in the run card.
+    """
+    name = NETWORK_NAMES.get(network, network)
+    labels = ", ".join(c.label for c in COLUMNS if c.network == network)
+    if "no cached copy" in reason or "no offline source" in reason:
+        what = "no offline copy of its ImageNet weights"
+        if any(word in reason for word in _OFFLINE):
+            what += ", and no network to download them"
+    else:
+        what = "its ImageNet weights could not be loaded (the run card's weight sources say why)"
+    text = f"{name}: {what}; its columns ({labels}) are n/a, never replaced by a number."
+    _, hint, how = reason.partition("to provide them offline, ")
+    return text + (f" To fill them: {how.rstrip('.')}, then run the pipeline again." if hint else "")
+
+
+def na_explanations(metrics: Mapping[str, Mapping]) -> dict[str, str]:
+    """network -> `na_explanation`, once for every network unavailable in any dataset of a run
+    (metrics: dataset -> metrics/<ds>.json content); the first dataset's reason is the one told."""
+    out: dict[str, str] = {}
+    for record in metrics.values():
+        for network, reason in na_reasons(record).items():
+            out.setdefault(network, na_explanation(network, reason))
+    return out
+
+
 def build_block(dataset: str, metrics: Mapping, methods: Iterable[str], paper: pd.DataFrame,
                 params: Mapping, columns: tuple[Column, ...] = COLUMNS, frame: pd.DataFrame | None = None) -> Block:
     """One dataset's rows of a table: cells with intervals and paper values, best marks, ranks, winner.
@@ -474,8 +511,7 @@ def build_block(dataset: str, metrics: Mapping, methods: Iterable[str], paper: p
                   gcn_candidates=[m for m in GCN_VARIANTS if scores.get(m) is not None],
                   rule_column=rule_column_sentence(strategies, used),
                   relative=dict(rule.get("relative") or {}))
-    for net, reason in reasons.items():
-        block.notes.append(f"{NETWORK_LABELS.get(net, net)} columns are n/a: {reason}")
+    # the n/a reasons are said once per page (na_explanations), not under every block
     if block.missing:
         block.notes.append("not evaluated in this run: " + ", ".join(block.missing))
     return block

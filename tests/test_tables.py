@@ -120,7 +120,34 @@ def test_block_cells_best_ranks_diff_and_na(params, paper):
             assert cell.value is None and cell.rank is None and not cell.best
             assert cell.na_reason == "no offline source"
             assert cell.paper is not None or name == "bicubic"   # the paper's own value is still shown
-    assert any("SqueezeNet" in n and "no offline source" in n for n in block.notes)
+    # the reason is said once per page (na_explanations), not under every block of every table
+    assert not any("SqueezeNet" in n or "n/a" in n for n in block.notes)
+
+
+# The reason pipeline.weights records when no source has SqueezeNet's weights on a machine without network.
+OFFLINE_REASON = (
+    "no ImageNet weights for squeezenet1_1 (tried cache, torchvision, registry): cache: no cached copy "
+    "(weights/squeezenet1_1.pt with a record in weights/manifest.json); torchvision: "
+    "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth: [Errno -2] Name or service not known; "
+    "registry: no registry package is known to ship squeezenet1_1 ImageNet weights; to provide them offline, "
+    "download https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth on another machine and put the "
+    "file in data/cache/weights/ (its sha256 is checked)")
+
+
+def test_na_explanation_is_in_words_a_user_understands():
+    text = tables.na_explanation("squeeze", OFFLINE_REASON)
+    assert text.startswith("SqueezeNet 1.1: no offline copy of its ImageNet weights, and no network to download them;")
+    assert "its columns (Squ, Squ-l) are n/a" in text
+    assert "To fill them: download https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth" in text
+    assert "Errno" not in text and "tried cache" not in text
+    other = tables.na_explanation("vgg", "checksum mismatch: 1234 != 5678")
+    assert other.startswith("VGG16: its ImageNet weights could not be loaded") and "1234" not in other
+
+
+def test_na_explanations_once_per_network_over_the_datasets():
+    record = {"networks": {"squeeze": {"available": False, "reason": OFFLINE_REASON}, "alex": {"available": True}}}
+    found = tables.na_explanations({"sample-natural": record, "sample-aerial": record})
+    assert list(found) == ["squeeze"] and found["squeeze"] == tables.na_explanation("squeeze", OFFLINE_REASON)
 
 
 def test_stand_in_labels(params, paper):
