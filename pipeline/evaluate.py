@@ -293,7 +293,8 @@ def selection_frequencies(frame: pd.DataFrame, dataset: str, used: list[str], na
     GCN variants (the Table 2 pick carried into Tables 3 and 4). Methods lacking a used column are left out.
     ``deciding_column``: per method, the column that gives its maximum PE (the one the rule ranks it by).
     ``relative``: the same for our scale-free variant (stats.relative_minimax_pe, PE relative to bicubic's
-    on the same images), with each method's score ``max_relative_pe``; empty without bicubic.
+    on the same images), with each method's score ``max_relative_pe`` and the column giving it
+    (``deciding_column``); empty without bicubic.
     """
     scores: dict[str, dict[str, np.ndarray]] = {}
     per_column = {column: tables.column_arrays(frame, dataset, column, names) for column in used}
@@ -311,9 +312,12 @@ def selection_frequencies(frame: pd.DataFrame, dataset: str, used: list[str], na
         out["gcn_frequencies"] = stats.winner_frequencies(scores, candidates=gcn)
     if BASELINE in scores:
         relative = functools.partial(stats.relative_minimax_pe, reference=BASELINE)
+        ratios = stats.relative_pe(means, BASELINE)
         out["relative"] = {
             "rule": tables.RELATIVE_RULE, "reference": BASELINE,
-            "max_relative_pe": {n: max(row.values()) for n, row in stats.relative_pe(means, BASELINE).items()},
+            "max_relative_pe": {n: max(row.values()) for n, row in ratios.items()},
+            # where each method gains least over bicubic (bicubic's own ratios are all 1: no column decides)
+            "deciding_column": tables.deciding_columns({n: r for n, r in ratios.items() if n != BASELINE}),
             "winner": relative(means), "frequencies": stats.winner_frequencies(scores, rule=relative),
             "gcn_winner": relative(means, gcn) if gcn else None,
             "gcn_frequencies": stats.winner_frequencies(scores, candidates=gcn, rule=relative) if gcn else {}}

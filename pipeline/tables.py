@@ -170,7 +170,7 @@ class Block:
         """Our scale-free variant over every method, e.g. "scale-free variant (ours): adv wins in 64% ..."."""
         text = frequency_sentence(self.relative.get("frequencies") or {}, self.relative.get("winner"),
                                   candidates=len(self.candidates))
-        return f"scale-free variant (ours, PE relative to bicubic's): {text}" if text else None
+        return self._relative(text, self.candidates)
 
     @property
     def rule_lines(self) -> list[str]:
@@ -181,7 +181,15 @@ class Block:
     def relative_selected_sentence(self) -> str | None:
         text = frequency_sentence(self.relative.get("gcn_frequencies") or {}, self.relative.get("gcn_winner"),
                                   "among the GCN variants", len(self.gcn_candidates))
-        return f"scale-free variant (ours, PE relative to bicubic's): {text}" if text else None
+        return self._relative(text, self.gcn_candidates)
+
+    def _relative(self, text: str | None, names: list[str]) -> str | None:
+        """The scale-free variant's sentence, with the columns where each of `names` gains least over bicubic."""
+        if not text:
+            return None
+        deciding = {n: c for n, c in (self.relative.get("deciding_column") or {}).items() if n in names}
+        where = f"; its maximum is {column_counts(deciding)}" if deciding else ""
+        return f"scale-free variant (ours, PE relative to bicubic's): {text}{where}"
 
     @property
     def paper_label(self) -> str | None:
@@ -358,6 +366,13 @@ def deciding_columns(means: Mapping[str, Mapping[str, float | None]]) -> dict[st
     return out
 
 
+def column_counts(deciding: Mapping[str, str]) -> str:
+    """How many methods each column decides, e.g. "VGG for 3 methods, Alex for 1 method" (most first)."""
+    labels = {c.key: c.label for c in COLUMNS}
+    counts = pd.Series(list(deciding.values()), dtype=object).value_counts()
+    return ", ".join(f"{labels[k]} for {n} method{'s' if n > 1 else ''}" for k, n in counts.items())
+
+
 def rule_column_sentence(means: Mapping[str, Mapping[str, float | None]], used: Iterable[str]) -> str | None:
     """Which column decides the maximum PE of the rule and why, e.g. "max PE is VGG for every method: ...".
 
@@ -370,11 +385,9 @@ def rule_column_sentence(means: Mapping[str, Mapping[str, float | None]], used: 
     if len(used) < 2 or not deciding:
         return None
     labels = {c.key: c.label for c in COLUMNS}
-    counts = pd.Series(list(deciding.values())).value_counts()
-    if len(counts) > 1:
-        parts = ", ".join(f"{labels[k]} for {n} method{'s' if n > 1 else ''}" for k, n in counts.items())
-        return f"the maximum PE is {parts}"
-    column = counts.index[0]
+    if len(set(deciding.values())) > 1:
+        return f"the maximum PE is {column_counts(deciding)}"
+    column = next(iter(deciding.values()))
     own = [row[column] for row in rows.values() if row.get(column) is not None]
     others = [v for row in rows.values() for k, v in row.items() if k != column and v is not None]
     scale = (f"every {labels[column]} value ({min(own):.3f} to {max(own):.3f}) exceeds every other column's "

@@ -209,11 +209,23 @@ def test_selection_frequencies_and_rank_agreement(batched):
     for column, result in agreement.items():
         if column.startswith("pe_squeeze"):
             assert result["n"] == 0 and math.isnan(result["tau"]) and "cannot be compared" in result["verdict"]
-        else:
+        else:   # 3 methods: even a perfect agreement has p = 1/3, so no column is counted as agreeing or not
             assert result["n"] == 3 and -1 <= result["tau"] <= 1 and 0 < result["p_value"] <= 1
-            assert DATASET in result["verdict"] and "tau" in result["verdict"]
-    assert batched["verdict"].startswith(f"{DATASET}: rankings agree with the paper on ")
-    assert "of 6 columns" in batched["verdict"]
+            assert result["min_p"] == pytest.approx(1 / 3)
+            assert result["verdict"].startswith(f"{DATASET} ") and "too few methods to test" in result["verdict"]
+    assert batched["verdict"].startswith(f"{DATASET}: too few methods to test the agreement with the paper (3 methods")
+    assert "of 6 columns" not in batched["verdict"]
+    # the column deciding each method's maximum PE, and our scale-free variant with its frequencies
+    used = selection["networks_used"]
+    means = batched["strategies"]
+    assert selection["deciding_column"] == {m: max(used, key=lambda c: means[m][c]) for m in means}
+    relative = selection["relative"]
+    assert relative["reference"] == "bicubic" and relative["max_relative_pe"]["bicubic"] == pytest.approx(1.0)
+    assert relative["max_relative_pe"]["mse"] == pytest.approx(max(means["mse"][c] / means["bicubic"][c] for c in used))
+    assert relative["winner"] == min(relative["max_relative_pe"], key=relative["max_relative_pe"].get)
+    assert sum(relative["frequencies"].values()) == pytest.approx(1.0)
+    assert sum(relative["gcn_frequencies"].values()) == pytest.approx(1.0) and "mse" not in relative["gcn_frequencies"]
+    assert set(relative["deciding_column"]) == {"mse", "adv", "dis"}
 
 
 def test_per_image_csv_and_sr_images_agree(project, batched):

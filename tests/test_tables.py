@@ -320,6 +320,13 @@ def test_a_win_among_one_candidate_is_not_printed_as_a_win(params, paper):
     assert block.selected == "adv,rec" and block.gcn_candidates == ["adv,rec"]
     assert block.selected_sentence == "adv,rec is the only candidate among the GCN variants: nothing to select, no win"
     assert block.winner_sentence == "adv,rec wins in 80% of bootstrap resamples (mse 20%)"   # 3 candidates: a choice
+    record["selection"]["relative"] = {"winner": "mse", "frequencies": {"mse": 0.6, "adv,rec": 0.4},
+                                       "gcn_winner": "adv,rec", "gcn_frequencies": {"adv,rec": 1.0},
+                                       "deciding_column": {"mse": "pe_vgg", "adv,rec": "pe_alex"}}
+    block = tables.build_block("sample-aerial", record, list(values), paper, params)
+    assert block.relative_sentence == ("scale-free variant (ours, PE relative to bicubic's): mse wins in 60% of "
+                                       "bootstrap resamples (adv,rec 40%); its maximum is VGG for 1 method, Alex for 1 method")
+    assert "no win" in block.relative_selected_sentence and "100%" not in block.relative_selected_sentence
     assert tables.frequency_sentence({"dis": 1.0}, "dis", "among the GCN variants", 2) == \
         "dis wins in 100% of bootstrap resamples among the GCN variants"
     table3 = tables.build_tables({**params, "datasets": ["sample-aerial"]}, {"sample-aerial": record}, paper)[1]
