@@ -20,6 +20,7 @@ import yaml
 
 from pipeline import paths, strategies
 from pipeline.config import benchmark_sets, load_params, seed_list
+from pipeline.fileio import provenance_path
 
 PARAMS = config.get("params", "params.yaml")
 P = load_params(PARAMS)
@@ -183,6 +184,8 @@ rule evaluate:
     output:
         directory(f"{paths.RESULTS}/{{dataset}}"),
         f"{paths.METRICS}/{{dataset}}.json",
+        f"{paths.METRICS}/{{dataset}}-provenance.json",
+        directory(f"{paths.METRICS}/{{dataset}}"),
     params:
         file=PARAMS_FILE,
         sections=lambda wc: dvc_params("evaluate", wc.dataset),
@@ -205,6 +208,7 @@ rule sr_benchmark:
     output:
         str(paths.benchmark_results_path("{dataset}")),
         str(paths.benchmark_metrics_path("{dataset}")),
+        str(provenance_path(paths.benchmark_metrics_path("{dataset}"))),
     params:
         file=PARAMS_FILE,
         sections=lambda wc: dvc_params("sr_benchmark", wc.dataset),
@@ -225,8 +229,11 @@ rule report:
         expand(f"{paths.CROPS}/{{dataset}}", dataset=DATASETS),
         rules.weights.output,
         expand(f"{paths.METRICS}/{{dataset}}.json", dataset=DATASETS),
+        expand(f"{paths.METRICS}/{{dataset}}-provenance.json", dataset=DATASETS),
+        expand(f"{paths.METRICS}/{{dataset}}", dataset=DATASETS),
         expand(f"{paths.METRICS}/{{dataset}}-train.json", dataset=DATASETS),
         [str(paths.benchmark_metrics_path(ds)) for ds in DATASETS],
+        [str(provenance_path(paths.benchmark_metrics_path(ds))) for ds in DATASETS],
         expand(f"{paths.RESULTS}/{{dataset}}", dataset=DATASETS),
         [path for ds in DATASETS for path in TRAINED(ds)],
         code=dvc_code("report"),

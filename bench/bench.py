@@ -1,4 +1,4 @@
-"""Speed benchmark (issue 7): training iterations/s and evaluation images/s, fast path vs plain eager fp32.
+"""Speed benchmark: training iterations/s and evaluation images/s, fast path vs plain eager fp32.
 
 For each strategy that trains a generator, at the embedded default's sizes (params.yaml) and at the
 paper's (params.yaml + configs/paper.yaml: HR 256, batch 10, 10-block generator, 8-block
@@ -75,7 +75,7 @@ def merge(base: dict, overlay: dict) -> dict:
 def size_params(size: str, hr_size: int | None = None) -> dict:
     """The parameters of a benchmark size: `default` (params.yaml), `paper` (+ configs/paper.yaml), `tiny`.
 
-    `hr_size` overrides the default size's crop.hr_size (e.g. 64, where issue 17 measured bf16 on CPU).
+    `hr_size` overrides the default size's crop.hr_size (e.g. 64, where bf16 on CPU was measured).
     """
     params = load_params(REPO / "params.yaml")
     if size == "default" and hr_size:

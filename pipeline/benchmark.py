@@ -1,7 +1,8 @@
 """The sr_benchmark stage: a dataset's trained models on the test-only sets of `eval.benchmarks`.
 
 Writes results/<D>-benchmarks.csv (one row per set, image, strategy and seed) and
-metrics/<D>-benchmarks.json (per set and strategy: means, 95% intervals, seed sd), scored by
+metrics/<D>-benchmarks.json (per set and strategy: means, 95% intervals, seed sd; the weight sources
+beside it in metrics/<D>-benchmarks-provenance.json, pipeline.fileio.write_record), scored by
 pipeline.protocol (the standard SR protocol, whole images). With no set selected (the embedded
 default) it writes an empty record at once: torch, LPIPS and the models are only loaded when a
 set is scored, so the stage costs the default `dvc repro` nothing.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from pipeline import paths
 from pipeline.config import benchmark_sets
-from pipeline.fileio import atomic_write_json, atomic_write_text
+from pipeline.fileio import atomic_write_text, write_record
 
 KEYS = ("benchmark", "id", "strategy", "seed")
 
@@ -28,12 +29,12 @@ def evaluate_benchmarks(params: dict, dataset: str, root: Path = Path(".")) -> d
     if not sets:
         atomic_write_text(csv_path, ",".join(KEYS) + "\n")
         result = {"dataset": dataset, "benchmarks": {}, "networks": {}, "seconds": 0.0}
-        atomic_write_json(json_path, result)
+        write_record(json_path, result)
         return result
     from pipeline import protocol   # late import: torch, lpips and the models, needed only to score a set
 
     table, record = protocol.score_sets(params, dataset, sets, root)
     atomic_write_text(csv_path, table.to_csv(index=False, na_rep=""))
     result = {"dataset": dataset, **record, "seconds": round(time.perf_counter() - started, 3)}
-    atomic_write_json(json_path, result)
+    write_record(json_path, result)
     return result

@@ -255,12 +255,15 @@ def _start(root: Path, params: dict, entry: Entry, digest: str, campaign_id: str
 
 
 def train_pending(root: Path, repo: Path, params: dict, campaign: Campaign, digest_of: dict[Entry, str],
-                  done: set[Entry], jobs: int, deadline_s: float | None, log) -> set[Entry]:
-    """Train the pending runs, `jobs` at once, in priority order; each into the zoo as soon as it ends."""
+                  done: set[Entry], jobs: int, deadline_s: float | None, log) -> list[Entry]:
+    """Train the pending runs, `jobs` at once, in priority order; each into the zoo as soon as it ends.
+
+    Returns the runs that failed (their logs stay under .campaign/jobs/)."""
     precision = cpu_precision(params)
     campaign_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
     pending = [e for e in campaign.entries if e not in done]
     running: list[tuple] = []
+    failed: list[Entry] = []
     start = time.monotonic()
     while pending or running:
         seconds = estimate_seconds(root, campaign, precision)
@@ -288,8 +291,9 @@ def train_pending(root: Path, repo: Path, params: dict, campaign: Campaign, dige
                 refresh(root, repo, params, campaign, done, jobs)
                 log(f"done {entry.key}: {job.seconds / 60:.1f} min, into {zoo_dir(root, entry.dataset, entry.run)}")
             else:
+                failed.append(entry)
                 log(f"FAILED {entry.key} (exit {code}): {job.tail(3)}; log {job.log_path}")
-    return done
+    return failed
 
 
 def refresh(root: Path, repo: Path, params: dict, campaign: Campaign, done: set[Entry], jobs: int) -> None:
@@ -337,11 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         print((root / ZOO / "PLAN.md").read_text())
         return 0
     log(f"campaign: {len(done)} of {len(campaign.entries)} runs in the zoo; training the rest, {jobs} at once")
-    train_pending(root, repo, params, campaign, digest_of, done, jobs,
-                  None if args.deadline_h is None else args.deadline_h * 3600, log)
+    failed = train_pending(root, repo, params, campaign, digest_of, done, jobs,
+                           None if args.deadline_h is None else args.deadline_h * 3600, log)
     left = [e for e in campaign.entries if e not in done]
-    log(f"campaign: {len(done)} runs in the zoo, {len(left)} left (zoo/PLAN.md)")
-    return 0
+    log(f"campaign: {len(done)} runs in the zoo, {len(left)} left (zoo/PLAN.md)"
+        + (f"; {len(failed)} failed: {', '.join(e.key for e in failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 def run_main() -> None:

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import paths
+from pipeline import kernels, paths
 from pipeline.config import DOWNSCALE_METHODS, dataset_spec
 from pipeline.errors import UserError
 from pipeline.imageset import MANIFEST_COLUMNS
@@ -112,8 +112,8 @@ def resize(image: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
       when shrinking by more than 2;
     - area: OpenCV's pixel-area average;
     - bicubic_antialias: torch's bicubic (a = -0.75) with the kernel widened by the scale (as PIL);
-    - matlab: MATLAB's imresize (bicubic a = -0.5, kernel widened by the scale, symmetric borders),
-      through resize-right, the SR literature's convention (DIV2K, Set5/14 "bicubic" LR images).
+    - matlab: MATLAB's imresize (bicubic a = -0.5, kernel widened by the scale, symmetric borders,
+      uint8 arithmetic), pipeline.kernels, the SR literature's convention (DIV2K, Set5/14 "bicubic" LR images).
     """
     width, height = size
     if method in CV2_FLAGS:
@@ -126,13 +126,7 @@ def resize(image: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
         y = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
         return y.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous().numpy()
     if method == "matlab":
-        from resize_right import interp_methods
-        from resize_right import resize as resize_right
-
-        # MATLAB mirrors the image at its borders; resize-right's default zero padding darkens them.
-        out = resize_right(image.astype(np.float64), out_shape=(height, width, image.shape[2]),
-                           interp_method=interp_methods.cubic, antialiasing=True, pad_mode="symmetric")
-        return np.clip(np.round(out), 0, 255).astype(np.uint8)   # MATLAB rounds and saturates uint8
+        return kernels.matlab_resize(image, (height, width, image.shape[2]), quantize=True).astype(np.uint8)
     raise UserError(f"crop.downscale: invalid value {method!r}; valid choices: {', '.join(DOWNSCALE_METHODS)}")
 
 

@@ -9,14 +9,20 @@ they can be recomputed from the PNGs. Outputs, each written atomically:
 
 - results/<ds>/sr/<slug>/<id>.png: the SR images of each strategy's first seed (the figures);
 - results/<ds>/per_image.csv: one row per (image, strategy, seed), empty cells for n/a;
-- metrics/<ds>.json: per-strategy means over seeds and images (``strategies``, what `dvc metrics`
-  shows), their uncertainty (``stats``: 95% interval, seed sd, rank and tie with the column's best,
-  pipeline.stats), the perceptual nets' status, the paper's selection rule with how often each
-  method wins on resamples (``selection``) and Kendall's tau against the paper (``rank_agreement``).
+- metrics/<ds>.json: the dataset's record, numbers and short labels only: per-strategy means over seeds
+  and images (``strategies``), their uncertainty (``stats``: 95% interval, seed sd, rank and tie with the
+  column's best, pipeline.stats), the paper's selection rule with how often each method wins on resamples,
+  the column that decides each method's maximum and our scale-free variant of the rule (``selection``) and Kendall's tau against the paper (``rank_agreement``);
+- metrics/<ds>-provenance.json: the same record's text (metric conventions, deviations from the paper,
+  the perceptual nets' weight sources and n/a reasons, verdicts): pipeline.fileio.write_record splits
+  them, read_record merges them back;
+- metrics/<ds>/<strategy slug>.json: each method's headline numbers (`HEADLINE`), the dvc metrics of the
+  stage: one row per dataset and method in `dvc metrics show`, narrow enough for a terminal.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -32,11 +38,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline import deviations, metrics, paths, perceptual, stats, strategies, tables
+from pipeline import deviations, kernels, metrics, paths, perceptual, stats, strategies, tables
 from pipeline.config import seed_list
 from pipeline.device import choose_device
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write_json, atomic_write_text
+from pipeline.fileio import atomic_write_json, atomic_write_text, staged, write_record
 from pipeline.imageset import from_unit, load_pairs, to_unit
 from pipeline.weights import DEFAULT_ORDER
 
@@ -48,6 +54,10 @@ VALUE_COLUMNS = LOW_LEVEL + perceptual.ALL_COLUMNS
 COLUMNS = ("id", "strategy", "seed") + VALUE_COLUMNS
 SELECTION_RULE = "best method minimises the maximum PE across the available networks (GCN paper 4.2)"
 BASELINE = "bicubic"
+# The columns of a method's dvc metrics file (metrics/<ds>/<slug>.json), with the selection rule's score
+# (max_pe) and how often the method wins the rule on resamples (rule_share): few enough that every dataset
+# and method fits one line of `dvc metrics show` at 200 columns.
+HEADLINE = ("psnr_y", "ssim_y", "l2", "ssim_error", "pe_squeeze_lin", "pe_alex_lin", "pe_vgg_lin")
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -85,10 +95,16 @@ def model_folders(params: dict, dataset: str, root: Path) -> dict[tuple[str, int
     return folders
 
 
-def load_models(params: dict, dataset: str, root: Path, scale: int) -> dict[tuple[str, int], torch.nn.Module]:
-    """The SR model of every selected strategy and seed, keyed (strategy, seed); bicubic once."""
+def load_models(params: dict, dataset: str, root: Path, scale: int,
+                bicubic_kernel: str | None = None) -> dict[tuple[str, int], torch.nn.Module]:
+    """The SR model of every selected strategy and seed, keyed (strategy, seed); bicubic once.
+
+    Bicubic upscales with `bicubic_kernel`, by default the one of the profile's LR images
+    (`kernels.bicubic_kernel(crop.downscale)`).
+    """
     from pipeline.models import Bicubic, load_sr_model
-    return {key: Bicubic(scale).eval() if folder is None else load_sr_model(folder)
+    kernel = bicubic_kernel or kernels.bicubic_kernel(params["crop"].get("downscale", "bicubic"))
+    return {key: Bicubic(scale, kernel).eval() if folder is None else load_sr_model(folder, kernel)
             for key, folder in model_folders(params, dataset, root).items()}
 
 
@@ -137,7 +153,8 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
     lr, hr, ids = load_pairs(dataset, "test", root)
     scale = hr.shape[-1] // lr.shape[-1]
     device = choose_device(params["train"].get("device", "auto"))
-    models = {key: m.to(device) for key, m in load_models(params, dataset, root, scale).items()}
+    bicubic = kernels.bicubic_kernel(params["crop"].get("downscale", "bicubic"))
+    models = {key: m.to(device) for key, m in load_models(params, dataset, root, scale, bicubic).items()}
     names = list(dict.fromkeys(name for name, _ in models))
     first_seed = {name: min(seed for n, seed in models if n == name) for name in names}
     order = params["eval"].get("weights_order", DEFAULT_ORDER)
@@ -199,8 +216,11 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
         "networks": status,
         "selection": rule,
         "rank_agreement": agreement,
-        "verdict": dataset_verdict(dataset, agreement),
+        "verdict": tables.dataset_verdict(dataset, agreement),
+        "bicubic_kernel": bicubic,
         "conventions": {
+            "bicubic": f"the untrained baseline upscales with {kernels.BICUBIC_KERNELS[bicubic]}, the convention of "
+                       f"this profile's LR images (crop.downscale: {params['crop'].get('downscale', 'bicubic')})",
             "l2": "the paper's L2: mean squared error of RGB in [-1,1] (= 4 x mse), whole image, as Zhang et al.'s "
                   "DistModel('L2', colorspace='RGB') (evidence: bench/metric-convention.md)",
             "ssim_error": "the paper's SSIM column: DSSIM = (1 - SSIM) / 2 with scikit-image's default SSIM "
@@ -222,8 +242,28 @@ def evaluate_dataset(params: dict, dataset: str, root: Path = Path(".")) -> dict
     result["deviations"] = (deviations.parameter_deviations(params)
                             + deviations.dataset_deviations(params, dataset, root, len(ids))
                             + deviations.network_deviations(root, unavailable, names))
-    atomic_write_json(root / paths.metrics_path(dataset), _finite(result))
+    finite = _finite(result)
+    write_record(root / paths.metrics_path(dataset), finite)
+    write_headlines(root / paths.method_metrics_dir(dataset), finite)
     return result
+
+
+def headline(result: dict, name: str) -> dict:
+    """One method's dvc metrics: its means of the HEADLINE columns (an n/a network's left out), max_pe, rule_share."""
+    means = result["strategies"][name]
+    out = {column: means[column] for column in HEADLINE if means.get(column) is not None}
+    rule = result["selection"]
+    if name in rule.get("max_pe", {}):
+        out["max_pe"] = rule["max_pe"][name]
+        out["rule_share"] = rule.get("frequencies", {}).get(name, 0.0)
+    return out
+
+
+def write_headlines(folder: Path, result: dict) -> None:
+    """metrics/<ds>/<slug>.json for every evaluated method; the folder is replaced whole (no stale method)."""
+    with staged(folder) as tmp:
+        for name in result["strategies"]:
+            atomic_write_json(tmp / f"{strategies.slug(name)}.json", headline(result, name))
 
 
 # ----------------------------------------------------------------------------- uncertainty (pipeline.stats)
@@ -251,25 +291,41 @@ def selection_frequencies(frame: pd.DataFrame, dataset: str, used: list[str], na
 
     ``frequencies``: among every evaluated method; ``gcn_winner`` and ``gcn_frequencies``: among the
     GCN variants (the Table 2 pick carried into Tables 3 and 4). Methods lacking a used column are left out.
+    ``deciding_column``: per method, the column that gives its maximum PE (the one the rule ranks it by).
+    ``relative``: the same for our scale-free variant (stats.relative_minimax_pe, PE relative to bicubic's
+    on the same images), with each method's score ``max_relative_pe`` and the column giving it
+    (``deciding_column``); empty without bicubic.
     """
     scores: dict[str, dict[str, np.ndarray]] = {}
     per_column = {column: tables.column_arrays(frame, dataset, column, names) for column in used}
     for name in names:
         if used and all(name in per_column[c] for c in used):
             scores[name] = {c: per_column[c][name] for c in used}
+    means = {n: {c: float(v.mean()) for c, v in nets.items()} for n, nets in scores.items()}
     gcn = [n for n in tables.GCN_VARIANTS if n in scores]
-    out = {"frequencies": {}, "gcn_winner": None, "gcn_frequencies": {}}
+    out = {"frequencies": {}, "gcn_winner": None, "gcn_frequencies": {},
+           "deciding_column": tables.deciding_columns(means), "relative": {}}
     if scores:
         out["frequencies"] = stats.winner_frequencies(scores)
     if gcn:
-        means = {n: {c: float(v.mean()) for c, v in scores[n].items()} for n in gcn}
-        out["gcn_winner"] = stats.minimax_pe(means)
+        out["gcn_winner"] = stats.minimax_pe(means, gcn)
         out["gcn_frequencies"] = stats.winner_frequencies(scores, candidates=gcn)
+    if BASELINE in scores:
+        relative = functools.partial(stats.relative_minimax_pe, reference=BASELINE)
+        ratios = stats.relative_pe(means, BASELINE)
+        out["relative"] = {
+            "rule": tables.RELATIVE_RULE, "reference": BASELINE,
+            "max_relative_pe": {n: max(row.values()) for n, row in ratios.items()},
+            # where each method gains least over bicubic (bicubic's own ratios are all 1: no column decides)
+            "deciding_column": tables.deciding_columns({n: r for n, r in ratios.items() if n != BASELINE}),
+            "winner": relative(means), "frequencies": stats.winner_frequencies(scores, rule=relative),
+            "gcn_winner": relative(means, gcn) if gcn else None,
+            "gcn_frequencies": stats.winner_frequencies(scores, candidates=gcn, rule=relative) if gcn else {}}
     return out
 
 
 def rank_agreement(means: dict[str, dict], params: dict, dataset: str) -> dict[str, dict]:
-    """Kendall's tau of our means against the paper's, per in-paper column: ``label -> {tau, p_value, n, verdict}``.
+    """Kendall's tau of our means against the paper's, per in-paper column: ``label -> {tau, p_value, n, min_p, verdict}``.
 
     A stand-in dataset is compared with the paper's dataset it stands in for; a dataset the paper
     does not have gives ``{}``. Methods without a value on either side (n/a, ours only) are dropped.
@@ -286,24 +342,8 @@ def rank_agreement(means: dict[str, dict], params: dict, dataset: str) -> dict[s
         theirs = {name: tables.paper_value(paper, paper_ds, name, column.key) for name in means}
         result = stats.rank_agreement(ours, theirs, column.lower_is_better)
         out[column.key] = {"tau": result["tau"], "p_value": result["p_value"], "n": result["n"],
-                           "verdict": stats.verdict(dataset, column.label, result)}
+                           "min_p": result["min_p"], "verdict": stats.verdict(dataset, column.label, result)}
     return out
-
-
-def dataset_verdict(dataset: str, agreement: dict[str, dict]) -> str:
-    """One line per dataset: in how many columns the ranking agrees with the paper's, and the best column."""
-    if not agreement:
-        return f"{dataset}: not a paper dataset (no paper values to compare rankings with)"
-    labels = {c.key: c.label for c in tables.COLUMNS}
-    computed = {k: v for k, v in agreement.items() if v["tau"] is not None and not math.isnan(v["tau"])}
-    if not computed:
-        return f"{dataset}: rankings cannot be compared with the paper (fewer than 3 methods with values in both)"
-    agree = [k for k, v in computed.items() if v["tau"] > 0 and v["p_value"] < stats.ALPHA]
-    best = max(computed, key=lambda k: computed[k]["tau"])
-    top = computed[best]
-    return (f"{dataset}: rankings agree with the paper on {len(agree)} of {len(computed)} columns "
-            f"(tau > 0, p < {stats.ALPHA}); best {labels[best]}: tau {top['tau']:.2f}, p {top['p_value']:.2g}, "
-            f"{top['n']} methods")
 
 
 def _finite(value):

@@ -10,7 +10,7 @@ changes how a step runs, never what it computes (bench/README.md states the tole
   and uploaded once, so no image data crosses the host-device link during training;
 - channels_last memory format for the conv nets (`memory_format`);
 - bf16 autocast (`autocast`) on CUDA, and on a CPU that computes bf16 natively (AVX512-BF16 or AMX-BF16,
-  `native_bf16_cpu`; issue 17 measured 1.9x faster adv,rec iterations on an AVX512-BF16 EPYC). A CPU
+  `native_bf16_cpu`; measured: 1.9x faster adv,rec iterations on an AVX512-BF16 EPYC). A CPU
   without it emulates bf16 (measured 12x slower than fp32 on an AVX2-only EPYC, bench/results-cpu.md),
   so the fast path keeps fp32 there. The losses
   (MSE, BCE-with-logits) are computed in fp32 either way; `precision` names the choice;

@@ -59,6 +59,66 @@ def read_json(path: Path) -> object | None:
         return None
 
 
+# ---------------------------------------------------------------- records: numbers beside their provenance
+
+LABEL_CHARS = 32   # the longest string kept beside the numbers: a method, dataset or device name
+
+
+def _is_short(value: object) -> bool:
+    """A number, a boolean, null or a short label: what a metrics file holds."""
+    if isinstance(value, str):
+        return len(value) <= LABEL_CHARS
+    return value is None or isinstance(value, (bool, int, float))
+
+
+def split_record(record: dict) -> tuple[dict, dict]:
+    """(numbers, provenance) of a record: numbers and short labels, and the text beside them.
+
+    A leaf stays with the numbers when it is short (`_is_short`) or a list of short values; any other
+    leaf (a sentence, a sha256, a list of records) goes to the provenance under the same keys, so
+    `merge_record(*split_record(r)) == r` (pipeline.report reads them back so). Metrics files hold only the first part, which keeps
+    `dvc metrics show` and `dvc exp show` free of sentences.
+    """
+    numbers: dict = {}
+    provenance: dict = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            inner_numbers, inner_provenance = split_record(value)
+            if inner_numbers or not inner_provenance:
+                numbers[key] = inner_numbers
+            if inner_provenance:
+                provenance[key] = inner_provenance
+        elif _is_short(value) or (isinstance(value, list) and all(_is_short(v) for v in value)):
+            numbers[key] = value
+        else:
+            provenance[key] = value
+    return numbers, provenance
+
+
+def merge_record(numbers: dict, provenance: dict) -> dict:
+    """The record `split_record` split: the provenance's keys put back beside the numbers."""
+    out = dict(numbers)
+    for key, value in provenance.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_record(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def provenance_path(path: Path) -> Path:
+    """Where the provenance of the record file `path` lives: <name>-provenance.json beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-provenance.json")
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Write a record as two JSON files: its numbers at `path`, its provenance beside it (`provenance_path`)."""
+    numbers, provenance = split_record(record)
+    atomic_write_json(path, numbers)
+    atomic_write_json(provenance_path(path), provenance)
+
+
 @contextlib.contextmanager
 def staged(dest: Path) -> Iterator[Path]:
     """A temporary folder beside `dest` that replaces it only when the block succeeds."""

@@ -1,19 +1,20 @@
-"""`python -m pipeline.lease`: one GPU lease in one command, its rehearsal on a CPU, its pre-flight and its import.
+"""`python -m pipeline.lease`: training on a GPU machine that has no network or a time limit (an air-gapped
+node, a spot instance), in one command there, with its preparation, rehearsal and import here.
 
     python -m pipeline.lease --prepare                # fill .lease/ (wheels, VGG19 archive, aerial images)
-    python -m pipeline.lease --preflight              # what travels and its size; exit 2 if anything is missing
+    python -m pipeline.lease --preflight              # what goes to the GPU machine and its size; exit 2 if not ready
     python -m pipeline.lease --rehearse --out DIR     # the whole lease on this CPU at toy size, then its import
-    python -m pipeline.lease --deadline-s 420         # on the GPU machine: the lease, its bundle into $OUT
+    python -m pipeline.lease --deadline-s 420 --out DIR   # on the GPU machine: the lease, its bundle into DIR
     python -m pipeline.lease --import DIR             # a returned bundle into models/ and the zoo
     python -m pipeline.lease --restore                # models/ rebuilt from the zoo (a fresh clone)
 
-The lease (README "GPU leases"), in one process that never touches the GPU itself: install the carried
-wheels and check that monitoring works; crop the plan's dataset at the profile's size with the crop
+A lease is one run on the GPU machine, within a deadline (docs/gpu-bundle.md). It runs in one process that
+never touches the GPU itself: install the shipped wheels and check that monitoring works; crop the plan's dataset at the profile's size with the crop
 stage's code and count the disjoint test squares; time every strategy, eager fp32 against the fast
 path, in one job process (the speed table); time several job processes at once, without and with
 NVIDIA MPS, and keep the fastest setting; then start, in the plan's order, each run not imported yet
 whose predicted duration ends before the deadline (a started run is never cut short); pack every
-finished run into the bundle at once. `--rehearse` runs exactly that on a copy of what travels, in a
+finished run into the bundle at once. `--rehearse` runs exactly that on a copy of what is shipped, in a
 process that cannot import what the GPU machine lacks, at toy size, then imports the bundle into a
 fresh project folder and checks that the trainer finds every run up to date.
 """
@@ -64,7 +65,7 @@ class Clock:
 
 
 class LeaseLog:
-    """Lines on stdout (the device call's output tail) and in $OUT/lease.log, stamped with the lease's clock."""
+    """Lines on stdout and in the bundle's lease.log, stamped with the lease's clock."""
 
     def __init__(self, path: Path, clock: Clock) -> None:
         self.path, self.clock = path, clock
@@ -129,7 +130,7 @@ def _lease(repo: Path, out: Path, work: Path, plan: Plan, clock: Clock, log: Lea
         f"deadline {clock.deadline:.0f} s")
     wheels = lease_device.install_wheels(repo, repo / LEASE_DIR / "site")
     record["packages"] = lease_device.check_monitoring(work)
-    log(f"set-up: {len(wheels)} carried wheels installed; DVCLive writes, lpips imports "
+    log(f"set-up: {len(wheels)} shipped wheels installed; DVCLive writes, lpips imports "
         f"({', '.join(f'{k} {v}' for k, v in record['packages'].items())})")
 
     import torch
@@ -141,7 +142,7 @@ def _lease(repo: Path, out: Path, work: Path, plan: Plan, clock: Clock, log: Lea
     atomic_write_text(out / "environment.txt", lease_device.environment_text(
         {"torch": torch.__version__, "cuda": str(torch.version.cuda)}, record["packages"], record["id"]))
     vgg_record = lease_device.prepare_root(repo, plan.dataset)
-    log(f"device {kind}; VGG19 {'converted from ' + vgg_record['source'] if vgg_record else 'not carried'}")
+    log(f"device {kind}; VGG19 {'converted from ' + vgg_record['source'] if vgg_record else 'not shipped'}")
 
     manifest_sha = _crop(repo, params, plan, record, log)
     runs = plan.runs_for(toy)
@@ -484,7 +485,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.lease", description=__doc__.split("\n\n")[0])
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--prepare", action="store_true", help="fill .lease/ with what the device needs")
-    modes.add_argument("--preflight", action="store_true", help="what travels and its size; exit 2 if anything is "
+    modes.add_argument("--preflight", action="store_true", help="what goes to the GPU machine and its size; exit 2 if anything is "
                                                                 "missing or over the limits")
     modes.add_argument("--rehearse", action="store_true", help="the whole lease on this CPU at toy size, then the import")
     modes.add_argument("--import", dest="import_dir", type=Path, metavar="DIR", help="import a returned bundle")
@@ -492,7 +493,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--deadline-s", type=float, default=None,
                         help=f"seconds from the start by which every started run must end (default "
                              f"{DEFAULT_DEADLINE_S:.0f}; rehearsal {REHEARSAL_DEADLINE_S:.0f})")
-    parser.add_argument("--out", type=Path, default=None, help="the bundle folder (default $OUT)")
+    parser.add_argument("--out", type=Path, default=None, help="the bundle folder (default: the OUT environment variable)")
     parser.add_argument("--plan", type=Path, default=PLAN, help=f"the plan file (default {PLAN})")
     parser.add_argument("--procs", default=None, help="numbers of processes tried at once, e.g. 1,4 (default "
                                                       "1,2,4,8 on a GPU, 1,2 on a CPU)")
@@ -528,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.import_dir is not None:
         if not args.import_dir.is_dir():
-            raise UserError(f"{args.import_dir}: not a folder; give the bundle folder the device call returned")
+            raise UserError(f"{args.import_dir}: not a folder; give the bundle folder that came back from the GPU machine")
         lease_bundle.import_bundle(args.import_dir, repo, repo, plan)
         return 0
     if args.restore:
@@ -539,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
     if out is None:
-        raise UserError("--out: no bundle folder given and $OUT is not set")
+        raise UserError("--out: no bundle folder given (--out DIR, or the OUT environment variable)")
     if args.rehearse:
         from pipeline.lease_rehearsal import rehearse
 

@@ -1,7 +1,9 @@
-"""What a GPU lease brings back (the bundle) and how it is imported into the project and its model zoo.
+"""What a lease brings back from the GPU machine (the bundle) and how it is imported into the project and its
+model zoo.
 
-The bundle is the lease's $OUT folder, within the device call's limits (`check_limits`): at most 8
-files of at most 16 MiB, 64 MiB together, plain names, at most 2 folders deep. It holds
+The bundle is the lease's output folder (`--out`), kept within the bundle's size limits (`check_limits`), so it
+can come back through a narrow transfer channel: at most 8 files of at most 16 MiB, 64 MiB together, plain
+names, at most 2 folders deep. It holds
 
 - ``runs-NN.tar.gz``: the finished runs, ``<dataset>/<slug>/seed-<k>/`` with config.json, log.csv,
   validation.csv, pretrain_log.csv, the DVCLive folder and ``generator.pt`` with float16 weights
@@ -40,7 +42,7 @@ MIB = 2 ** 20
 MAX_FILES = 8
 MAX_FILE_BYTES = 16 * MIB
 MAX_TOTAL_BYTES = 64 * MIB
-MAX_DEPTH = 2                        # $OUT/a/b/file comes back, $OUT/a/b/c/file does not
+MAX_DEPTH = 2                        # <bundle>/a/b/file is within the limits, <bundle>/a/b/c/file is not
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 FIXED_FILES = ("lease.json", "lease.log", "environment.txt", "bench")   # the speed table is bench/<one file>
 PART = "runs-{:02d}.tar.gz"
@@ -50,7 +52,7 @@ RESERVE_BYTES = 2 * MIB              # kept free for lease.json, lease.log, envi
 # ---------------------------------------------------------------- limits
 
 def check_limits(out: Path) -> list[str]:
-    """Every way the folder breaks the device call's limits on what comes back (empty: none)."""
+    """Every way the folder breaks the bundle's size limits (empty: none)."""
     out, problems = Path(out), []
     files = [p for p in sorted(out.rglob("*")) if p.is_file() or p.is_symlink()]
     for path in sorted(out.rglob("*")):
@@ -102,7 +104,7 @@ def _tar_gz(members: dict[str, bytes]) -> bytes:
 
 
 class Bundle:
-    """The runs' parts of a lease's $OUT: each finished run goes into the first part it fits in.
+    """The runs' parts of a lease's bundle: each finished run goes into the first part it fits in.
 
     Parts are rewritten whole (atomically) when a run is added, so the folder is complete after each.
     At most MAX_FILES minus the fixed files' count parts, each at most MAX_FILE_BYTES, and all of them
@@ -158,7 +160,7 @@ def read_bundle(bundle: Path, work: Path) -> tuple[dict, list[Path]]:
     bundle = Path(bundle)
     lease = read_json(bundle / "lease.json")
     if not isinstance(lease, dict):
-        raise UserError(f"{bundle / 'lease.json'}: missing or unreadable; is {bundle} a lease bundle ($OUT)?")
+        raise UserError(f"{bundle / 'lease.json'}: missing or unreadable; is {bundle} the folder a lease wrote (--out)?")
     for archive in sorted(bundle.glob("runs-*.tar.gz")):
         _safe_extract(archive, work)
     runs = sorted(p.parent for p in work.glob("*/*/seed-*/config.json"))

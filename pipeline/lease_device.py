@@ -1,10 +1,10 @@
-"""The device side of a GPU lease: set-up of the bare machine, NVIDIA MPS, and the job processes.
+"""The GPU machine's side of a lease: set-up of the bare machine, NVIDIA MPS, and the job processes.
 
-- `install_wheels`: the carried wheels into .lease/site (pip with no index, no dependencies), put on
+- `install_wheels`: the shipped wheels into .lease/site (pip with no index, no dependencies), put on
   sys.path and on PYTHONPATH for the job processes;
 - `check_monitoring`: DVCLive imports and writes a log as pipeline.monitor uses it, lpips imports;
   a failure stops the lease before any training (the rehearsal proves these imports on a CPU);
-- `prepare_root`: the carried images where the download stage would have put them, the carried VGG19
+- `prepare_root`: the shipped images where the download stage would have put them, the shipped VGG19
   archive where pipeline.weights looks for it, AlexNet recorded unavailable (the validation pass then
   skips LPIPS at once instead of trying downloads: there is no network there);
 - `MPS`: the NVIDIA Multi-Process Service daemon (`nvidia-cuda-mps-control -d`) in folders of its own,
@@ -37,16 +37,16 @@ class LeaseError(UserError):
 
 
 def install_wheels(repo: Path, site: Path) -> list[str]:
-    """pip install the carried wheels into `site` (offline, no dependencies) and make them importable."""
+    """pip install the shipped wheels into `site` (offline, no dependencies) and make them importable."""
     wheels = sorted(lease_carry.wheels_dir(repo).glob("*.whl"))
     if not wheels:
-        raise LeaseError(f"{lease_carry.wheels_dir(repo)}: no wheels; name .lease in the device call's carry")
+        raise LeaseError(f"{lease_carry.wheels_dir(repo)}: no wheels; copy .lease/ to the GPU machine beside the working tree")
     command = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                "--no-cache-dir", "--upgrade", "--disable-pip-version-check", "--target", str(site), *map(str, wheels)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise LeaseError(f"pip install of the carried wheels failed: {tail[0]}")
+        raise LeaseError(f"pip install of the shipped wheels failed: {tail[0]}")
     if str(site) not in sys.path:
         sys.path.insert(0, str(site))
     os.environ["PYTHONPATH"] = os.pathsep.join([str(site)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -76,18 +76,18 @@ def check_monitoring(work: Path) -> dict[str, str]:
 
 
 def prepare_root(repo: Path, dataset: str) -> dict | None:
-    """Put the carried data and VGG19 archive where the pipeline looks; the VGG19 record if it was carried."""
+    """Put the shipped data and VGG19 archive where the pipeline looks; the VGG19 record if it was shipped."""
     repo = Path(repo)
     raw = repo / paths.raw_dir(dataset)
     if not (raw / "SOURCE.json").is_file():
-        carried = lease_carry.data_dir(repo, dataset)
-        problem = lease_carry.check_data(carried)
+        shipped = lease_carry.data_dir(repo, dataset)
+        problem = lease_carry.check_data(shipped)
         if problem:
-            raise LeaseError(f"{problem}; the device call must carry .lease")
+            raise LeaseError(f"{problem}; copy .lease/ to the GPU machine beside the working tree")
         if raw.is_symlink() or raw.exists():
             shutil.rmtree(raw) if raw.is_dir() and not raw.is_symlink() else raw.unlink()
         raw.parent.mkdir(parents=True, exist_ok=True)
-        raw.symlink_to(carried.resolve(), target_is_directory=True)
+        raw.symlink_to(shipped.resolve(), target_is_directory=True)
     archives = sorted(lease_carry.weights_dir(repo).glob("*")) if lease_carry.weights_dir(repo).is_dir() else []
     for archive in archives:
         target = weights.archives_dir(repo) / archive.name
@@ -95,7 +95,7 @@ def prepare_root(repo: Path, dataset: str) -> dict | None:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(archive, target)
     if "alexnet" not in weights.read_manifest(repo):
-        weights.record_unavailable("alexnet", "not carried on the GPU lease (no network there): validation without "
+        weights.record_unavailable("alexnet", "not shipped to the GPU machine (no network there): validation without "
                                               "LPIPS", repo)
     if not archives:
         return None

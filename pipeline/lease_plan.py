@@ -1,4 +1,4 @@
-"""The GPU leases' plan: which (strategy, seed) runs, in which order, with which parameters; which are done; which fit.
+"""The leases' plan: which (strategy, seed) runs, in which order, with which parameters; which are done; which fit.
 
 `configs/lease-plan.yaml` lists the runs in priority order and names the profile whose parameters
 they train with (`configs/paper-aerial.yaml`, an overlay on params.yaml, merged here with PyYAML
@@ -144,11 +144,11 @@ def profile_params(repo: Path, plan: Plan, rehearse: bool = False) -> dict:
     return params
 
 
-CARRIED_BACKBONES = ("vgg19",)   # the only ImageNet backbone with an offline source small enough to travel
+SHIPPED_BACKBONES = ("vgg19",)   # the only ImageNet backbone with an offline source small enough to ship
 
 
 def needs_vgg19(name: str) -> bool:
-    """Whether a strategy's loss uses the ImageNet VGG19 (which then has to travel)."""
+    """Whether a strategy's loss uses the ImageNet VGG19 (which then has to be shipped)."""
     return "vgg19" in registry.get(name).backbones
 
 
@@ -157,10 +157,10 @@ def run_digest(params: dict, run: Run, manifest_sha256: str, vgg_sha256: str | N
     from pipeline.train import inputs_hash, seed_params   # late import: torch
 
     strategy = registry.get(run.strategy)
-    missing = [b for b in strategy.backbones if b not in CARRIED_BACKBONES]
+    missing = [b for b in strategy.backbones if b not in SHIPPED_BACKBONES]
     if missing:
-        raise ConfigError(f"{run.key}: its loss needs {', '.join(missing)} weights, which cannot travel to a lease; "
-                          f"plan strategies whose backbones are among: {', '.join(CARRIED_BACKBONES)}")
+        raise ConfigError(f"{run.key}: its loss needs {', '.join(missing)} weights, which a lease cannot ship; "
+                          f"plan strategies whose backbones are among: {', '.join(SHIPPED_BACKBONES)}")
     return inputs_hash(strategy, seed_params(params, run.seed), manifest_sha256,
                        {"vgg19": vgg_sha256} if needs_vgg19(run.strategy) else None)
 
@@ -199,7 +199,7 @@ def pending_runs(runs: list[Run], digests: dict[Run, str], root: Path, dataset: 
 
 def zoo_matches(root: Path, dataset: str, run: Run, params: dict) -> bool:
     """Whether the zoo holds the run trained with these parameters (all the inputs hash covers but the data
-    and VGG19 files; enough to decide what a lease must carry, before the crops exist)."""
+    and VGG19 files; enough to decide what a lease must ship, before the crops exist)."""
     from pipeline.train import MONITOR_KEYS, seed_params
 
     config = _config(zoo_dir(root, dataset, run))

@@ -1,9 +1,9 @@
-"""The GPU lease rehearsed on a CPU: `python -m pipeline.lease --rehearse --out DIR`.
+"""A lease rehearsed on a CPU: `python -m pipeline.lease --rehearse --out DIR`.
 
 The same code as the lease, end to end, at toy size (configs/lease-rehearsal.yaml on top of the profile):
-prepare and check `.lease/` (pipeline.lease_carry), copy what a device call sends into a temporary
-folder, run the device part there (`python -m pipeline.lease --toy`) in a Python that cannot import the
-packages the GPU machine lacks except from the carried wheels (the import blocker), with bf16 autocast
+prepare and check `.lease/` (pipeline.lease_carry), copy what goes to the GPU machine into a temporary
+folder, run the GPU machine's part there (`python -m pipeline.lease --toy`) in a Python that cannot import
+the packages the GPU machine lacks except from the shipped wheels (the import blocker), with bf16 autocast
 on the CPU; check the bundle's limits; import it into a fresh project folder as a CPU would after a
 lease; and check that pipeline.train.train_dataset finds every imported run up to date.
 """
@@ -40,7 +40,7 @@ def rehearse(repo: Path, out: Path, plan: Plan, deadline_s: float, keep: bool = 
     tmp = Path(tempfile.mkdtemp(prefix=".lease-rehearsal-", dir=out.parent))   # the device copy, the import project
     try:
         device = tmp / "device"
-        lease_carry.copy_travelling(repo, device)
+        lease_carry.copy_outbound(repo, device)
         env_vars = lease_carry.write_blocker(tmp / "blocker", [device / LEASE_DIR / "site", device])
         env = {k: v for k, v in os.environ.items() if k not in ("GCN_BENCH_CACHE", "PYTHONPATH")}
         env.update(env_vars, PYTHONPATH=str(tmp / "blocker"), GCN_BENCH_CPU_BF16="1", OMP_NUM_THREADS="1",

@@ -1,4 +1,4 @@
-"""The GPU lease's jobs, each in a process of its own: ``python -m pipeline.lease_worker JOB SPEC.json``.
+"""A lease's jobs, each in a process of its own: ``python -m pipeline.lease_worker JOB SPEC.json``.
 
 pipeline.lease starts them (the lease process itself never touches the GPU, so NVIDIA MPS can be
 switched on and off between jobs). SPEC.json holds the job's arguments; the job writes its result as
@@ -47,7 +47,7 @@ def bench_module(repo: Path):
 
 
 def weights_for_timing(root: Path) -> tuple[dict, str]:
-    """The loss backbones for the speed table: network -> (state_dict, record), the carried ImageNet weights where
+    """The loss backbones for the speed table: network -> (state_dict, record), the shipped ImageNet weights where
     they are here, else seeded random ones (speed does not depend on the values; no run is trained with them)."""
     networks = sorted({b for n in registry.NAMES for b in registry.get(n).backbones})
     resolved, notes = {}, []

@@ -23,7 +23,9 @@ Extra columns (not in the paper):
   128.553 G + 24.966 B, R,G,B in [0,1], Y in [16,235], not rounded) with a peak / data range of
   255, after the same shave; ``ssim_y`` uses the Gaussian 11x11 window of Wang et al. These are
   BasicSR's ``calculate_psnr`` / ``calculate_ssim`` with ``test_y_channel=True`` and
-  ``crop_border=scale`` (equal to 1e-4 on uint8 images: both use float, unrounded Y).
+  ``crop_border=scale`` (equal to 1e-4 on uint8 images: both use float, unrounded Y). The
+  standard SR protocol scores a greyscale test image (``grey=True``) on its grey values instead
+  (``grey_values``: the same luma stretched back to [0, 255]), as the published MATLAB scripts do.
 - Identical images give PSNR = inf: per-image values keep ``inf``; means and standard
   deviations use per-image PSNR capped at ``PSNR_CAP`` dB (= an MSE floor of 1e-10 on [0,1]
   data) so that one perfect image cannot turn a mean into inf (see `aggregate`).
@@ -108,24 +110,47 @@ def luma(image: np.ndarray) -> np.ndarray:
     return rgb2ycbcr(as_unit(image))[..., 0]
 
 
-def psnr_y(sr: np.ndarray, hr: np.ndarray, scale: int = 0) -> float:
-    """PSNR (dB, peak 255) of the luma with `scale` pixels shaved; inf if identical (BasicSR's Y PSNR)."""
-    a, b = shave(luma(sr), scale), shave(luma(hr), scale)
+def grey_values(image: np.ndarray) -> np.ndarray:
+    """The full-range luma in [0, 255]: (Y - 16) * 255 / 219, weights 65.481 : 128.553 : 24.966 summing to 1.
+
+    Equal to the grey value where R = G = B, so a greyscale image is scored on its own values, as
+    the published MATLAB scripts score a one-channel image; MATLAB's Y would squeeze them into
+    [16, 235] and add 20 log10(255 / 219) = 1.32 dB to its PSNR.
+    """
+    return (luma(image) - 16.0) * 255.0 / 219.0
+
+
+def _y_channel(image: np.ndarray, grey: bool) -> np.ndarray:
+    return grey_values(image) if grey else luma(image)
+
+
+def psnr_y(sr: np.ndarray, hr: np.ndarray, scale: int = 0, grey: bool = False) -> float:
+    """PSNR (dB, peak 255) of the luma with `scale` pixels shaved; inf if identical (BasicSR's Y PSNR).
+
+    `grey`: the reference is a greyscale image, scored on its grey values (`grey_values`).
+    """
+    a, b = shave(_y_channel(sr, grey), scale), shave(_y_channel(hr, grey), scale)
     return _psnr(float(np.mean((a - b) ** 2)), 255.0)
 
 
-def ssim_y(sr: np.ndarray, hr: np.ndarray, scale: int = 0) -> float:
-    """SSIM of the luma (Gaussian 11x11, sigma 1.5, data range 255) with `scale` pixels shaved (BasicSR's Y SSIM)."""
-    a, b = shave(luma(sr), scale), shave(luma(hr), scale)
+def ssim_y(sr: np.ndarray, hr: np.ndarray, scale: int = 0, grey: bool = False) -> float:
+    """SSIM of the luma (Gaussian 11x11, sigma 1.5, data range 255) with `scale` pixels shaved (BasicSR's Y SSIM).
+
+    `grey`: on the grey values of a greyscale reference (`grey_values`), as `psnr_y`.
+    """
+    a, b = shave(_y_channel(sr, grey), scale), shave(_y_channel(hr, grey), scale)
     return float(structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                        data_range=255.0))
 
 
-def image_metrics(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
-    """All low-level metrics of one SR image against its HR reference (HxWx3), paper columns first."""
+def image_metrics(sr: np.ndarray, hr: np.ndarray, scale: int, grey: bool = False) -> dict[str, float]:
+    """All low-level metrics of one SR image against its HR reference (HxWx3), paper columns first.
+
+    `grey`: the reference is greyscale; PSNR-Y and SSIM-Y are then taken on grey values (`grey_values`).
+    """
     return {"l2": l2(sr, hr), "ssim_error": ssim_error(ssim_uniform(sr, hr)),
-            "mse": mse(sr, hr), "ssim": ssim(sr, hr),
-            "psnr": psnr(sr, hr, scale), "psnr_y": psnr_y(sr, hr, scale), "ssim_y": ssim_y(sr, hr, scale)}
+            "mse": mse(sr, hr), "ssim": ssim(sr, hr), "psnr": psnr(sr, hr, scale),
+            "psnr_y": psnr_y(sr, hr, scale, grey), "ssim_y": ssim_y(sr, hr, scale, grey)}
 
 
 def aggregate(values: list[float | None], key: str = "") -> tuple[float | None, float | None]:

@@ -9,7 +9,7 @@
 
 Where the paper is silent the authors' released Keras code (melaseddik/GCN, gcn.py) is the
 reference; the keyword arguments name each choice so params.yaml can pick SRGAN's or theirs.
-- `Bicubic`: the untrained baseline with the generator's interface.
+- `Bicubic`: the untrained baseline with the generator's interface (OpenCV's or MATLAB's bicubic).
 - `load_sr_model`: the trained (or bicubic) model of one strategy folder, ready to evaluate.
 """
 
@@ -19,10 +19,12 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline import kernels
 from pipeline.errors import UserError
 
 LEAKY_SLOPE = 0.2  # LeakyReLU alpha of the discriminator (SRGAN 2.1, GCN 4.3.2)
@@ -204,13 +206,27 @@ class Extractor(nn.Module):
 
 
 class Bicubic(nn.Module):
-    """Bicubic upsampling (align_corners=False, clamped to [-1,1]): the untrained baseline."""
+    """Bicubic upsampling, clamped to [-1,1]: the untrained baseline.
 
-    def __init__(self, scale: int) -> None:
+    `kernel` (pipeline.kernels.BICUBIC_KERNELS): `opencv`, PyTorch's bicubic (a = -0.75,
+    align_corners=False, as cv2.INTER_CUBIC), or `matlab`, MATLAB's imresize of the uint8 LR image
+    (a = -0.5, mirrored borders, each dimension rounded to uint8 as MATLAB does; computed in
+    float64 on the CPU, milliseconds per image).
+    """
+
+    def __init__(self, scale: int, kernel: str = kernels.OPENCV) -> None:
         super().__init__()
-        self.scale = scale
+        if kernel not in kernels.BICUBIC_KERNELS:
+            raise ValueError(f"bicubic kernel {kernel!r}: expected one of {', '.join(kernels.BICUBIC_KERNELS)}")
+        self.scale, self.kernel = scale, kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == kernels.MATLAB:
+            n, c, h, w = x.shape
+            # [-1,1] -> the uint8 levels of the LR image, exact integers: MATLAB's sums then hit its .5 ties exactly
+            levels = np.round((x.detach().cpu().double().numpy() + 1.0) * 127.5)
+            out = kernels.matlab_resize(levels, (n, c, h * self.scale, w * self.scale), quantize=True)
+            return torch.from_numpy(out / 127.5 - 1.0).to(x.device, x.dtype)
         return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
@@ -221,15 +237,20 @@ def save_generator(generator: Generator, arch: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def load_sr_model(strategy_dir: Path) -> nn.Module:
-    """The eval-mode SR model of a strategy folder: LR in [-1,1] (N,3,h,w) -> SR (N,3,h*s,w*s)."""
+def load_sr_model(strategy_dir: Path, bicubic_kernel: str | None = None) -> nn.Module:
+    """The eval-mode SR model of a strategy folder: LR in [-1,1] (N,3,h,w) -> SR (N,3,h*s,w*s).
+
+    The untrained baseline upscales with `bicubic_kernel`, by default the one matching the
+    crop.downscale its folder was made under (pipeline.kernels.bicubic_kernel).
+    """
     strategy_dir = Path(strategy_dir)
     config_path = strategy_dir / "config.json"
     if not config_path.is_file():
         raise UserError(f"{config_path}: no trained model here; run the train stage for this dataset first")
     config = json.loads(config_path.read_text())
     if config.get("untrained"):
-        return Bicubic(int(config["scale"])).eval()
+        kernel = bicubic_kernel or kernels.bicubic_kernel((config.get("crop") or {}).get("downscale", "bicubic"))
+        return Bicubic(int(config["scale"]), kernel).eval()
     weights = strategy_dir / "generator.pt"
     if not weights.is_file():
         raise UserError(f"{weights}: missing generator weights; rerun the train stage for this dataset")

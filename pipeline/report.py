@@ -6,11 +6,13 @@ data/raw/<ds>/SOURCE.json, weights/manifest.json) and writes, under reports/:
 
 - `<version>/index.html`: one self-contained page (inline CSS, images as data: URIs) that
   opens offline; `<version>/summary.json`: the numbers the comparison page needs;
-- `index.html`: the newest report's content plus links to every version found;
-- `compare.html`: the headline numbers of every version side by side.
+- `index.html`: the lead version's page and every version found (pipeline.landing decides the lead
+  and which runs are smoke runs, from their own numbers);
+- `compare.html`: the headline numbers of every version side by side, the parameters that matter first.
 
 The version is the DVC experiment name inside `dvc exp run` (DVC sets DVC_EXP_NAME for every
-stage command of an experiment), else `<git short rev>[-dirty]-<params hash>`.
+stage command of an experiment), else `<git short rev>[-dirty]-<params hash>`. The run card shows the
+commit a `<rev>-<hash>` name names, so name and card agree even when a page is rendered again later.
 The table logic lives in pipeline.tables, that of the standard SR protocol's table (our
 Set5/Set14/BSD100 scores beside SRGAN's and the DP paper's) in pipeline.published.
 """
@@ -31,14 +33,15 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
+import cv2
 import jinja2
 import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline import deviations, paths, published, sources, stats, strategies, tables
+from pipeline import deviations, kernels, landing, paths, published, sources, stats, strategies, tables, verdicts
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write_text
+from pipeline.fileio import atomic_write_text, merge_record, provenance_path
 from pipeline.imageset import read_manifest, read_png
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,9 @@ COMPARE_METRICS = (
     ("pe_vgg_lin", "VGG-l (calibrated VGG PE)"),
     ("l2", "L2"),
 )
+# The parameters compare.html shows first, in this order (the others that differ are folded).
+KEY_PARAMS = (("datasets", "datasets"), ("strategy", "strategies"), ("train.iterations", "iterations"),
+              ("crop.hr_size", "HR crop (px)"), ("train.seeds", "seeds"))
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # Git pathspecs of files whose changes do not make a run's code "dirty": outputs of the run itself,
 # .gitignore entries DVC adds, and the parameters, which the version names by their hash.
@@ -69,6 +75,14 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
+def read_record(path: Path) -> dict | None:
+    """A record pipeline.fileio.write_record wrote: its numbers (None when missing) with its provenance merged in."""
+    numbers = _read_json(path)
+    if numbers is None:
+        return None
+    return merge_record(numbers, _read_json(provenance_path(path)) or {})
 
 
 def _png_data_uri(figure) -> str:
@@ -101,16 +115,46 @@ def params_hash(params: Mapping) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def report_version(params: Mapping, root: Path = Path("."), override: str | None = None) -> str:
-    """The name of this report's folder under reports/ (see the module docstring)."""
+# A version name that claims a commit and a parameter set: `<short rev>[-dirty]-<params hash>`.
+REV_VERSION = re.compile(r"^(?P<rev>[0-9a-f]{7,40})(?P<dirty>-dirty)?-(?P<hash>[0-9a-f]{8})$")
+
+
+def _named_commit(root: Path, name: str, params: Mapping) -> dict | None:
+    """The git record of the commit a `<rev>[-dirty]-<hash>` version name claims, or None for other names.
+
+    The run card shows this commit, so the version's name and its card can never disagree (a report
+    re-rendered later under its original name keeps that name's commit). A name whose hash is not these
+    params' hash, or whose commit this checkout lacks, would lie about the run: a UserError.
+    """
+    match = REV_VERSION.match(name)
+    if not match:
+        return None
+    if match["hash"] != params_hash(params):
+        raise UserError(f"report version {name!r} names params hash {match['hash']}, but these params hash to "
+                        f"{params_hash(params)}: leave --version out or name the run otherwise")
+    rev = _git(root, "rev-parse", "--verify", "--quiet", match["rev"] + "^{commit}")
+    if not rev:
+        raise UserError(f"report version {name!r} names git commit {match['rev']}, which this checkout does not have")
+    return {"available": True, "rev": rev, "short": rev[:7], "dirty": bool(match["dirty"])}
+
+
+def report_identity(params: Mapping, root: Path = Path("."),
+                    override: str | None = None) -> tuple[str, dict]:
+    """The name of this report's folder under reports/ (see the module docstring) and the git record its
+    run card shows: the commit a `<rev>-<hash>` name names, else the checkout's HEAD."""
     name = override or os.environ.get("DVC_EXP_NAME")
+    head = git_info(root)
     if not name:
-        git = git_info(root)
-        rev = (git["short"] + ("-dirty" if git["dirty"] else "")) if git["available"] else "nogit"
-        name = f"{rev}-{params_hash(params)}"
+        rev = (head["short"] + ("-dirty" if head["dirty"] else "")) if head["available"] else "nogit"
+        return f"{rev}-{params_hash(params)}", head
     if not VERSION_PATTERN.match(name):
         raise UserError(f"report version {name!r}: use letters, digits, '.', '_' and '-' only (it names a folder)")
-    return name
+    return name, _named_commit(root, name, params) or head
+
+
+def report_version(params: Mapping, root: Path = Path("."), override: str | None = None) -> str:
+    """The name of this report's folder under reports/ (see `report_identity`)."""
+    return report_identity(params, root, override)[0]
 
 
 def flatten(mapping: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -148,7 +192,7 @@ def load_metrics(params: Mapping, root: Path) -> dict[str, dict]:
     out = {}
     for ds in params["datasets"]:
         path = root / paths.metrics_path(ds)
-        record = _read_json(path)
+        record = read_record(path)
         if record is None:
             raise UserError(f"{path}: no metrics for dataset {ds!r}; run the evaluate stage first (dvc repro evaluate@{ds})")
         out[ds] = record
@@ -159,7 +203,7 @@ def load_benchmarks(params: Mapping, root: Path) -> dict[str, dict]:
     """metrics/<ds>-benchmarks.json (the standard SR protocol) of every dataset of the run that has one."""
     out = {}
     for ds in params["datasets"]:
-        record = _read_json(root / paths.benchmark_metrics_path(ds))
+        record = read_record(root / paths.benchmark_metrics_path(ds))
         if record:
             out[ds] = record
     return out
@@ -199,10 +243,26 @@ def model_records(dataset: str, names, root: Path) -> dict[str, dict]:
 
 # ---------------------------------------------------------------- figures
 
+# Qualitative panels (the paper's Figs. 5-7): every image is shown at an integer nearest-neighbour
+# enlargement, drawn by the browser (CSS image-rendering: pixelated) from the PNG at its own size, so
+# each source pixel is a square block: texture and artefacts are judged pixel by pixel.
+PANEL_PX = 240          # about this wide on screen: 5 panels fit a 1366 px window side by side
+MAX_PANEL_PX = 512      # a large crop is enlarged less rather than wider than this
+MIN_ENLARGE = 4         # at least 4x, unless that passes MAX_PANEL_PX (paper-scale 256 px crops: 2x)
+MIN_ZOOM_WINDOW = 24    # source pixels on a side of the zoom window (the whole crop when smaller)
+
+
+def enlargement(size: int) -> int:
+    """The integer nearest-neighbour factor an image of `size` px is shown at: about PANEL_PX wide, at least
+    MIN_ENLARGE unless that passes MAX_PANEL_PX (48 px -> 5x, 64 px -> 4x, 24 px -> 10x, 256 px -> 2x)."""
+    return max(1, PANEL_PX // size, min(MIN_ENLARGE, MAX_PANEL_PX // size))
+
+
 def zoom_box(hr: np.ndarray, zoom: int) -> tuple[int, int, int]:
-    """(y, x, size) of the window of side H/zoom with the most detail (gradient energy) in an HR image."""
+    """(y, x, size) of the square window with the most detail (gradient energy) in an HR image; its side is
+    H/zoom, at least MIN_ZOOM_WINDOW source pixels, at most the image."""
     height, width = hr.shape[:2]
-    size = max(4, min(height, width) // max(zoom, 1))
+    size = min(height, width, max(MIN_ZOOM_WINDOW, min(height, width) // max(zoom, 1)))
     grey = hr.astype(np.float64).mean(axis=2)
     energy = np.abs(np.diff(grey, axis=0, append=grey[-1:])) + np.abs(np.diff(grey, axis=1, append=grey[:, -1:]))
     integral = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
@@ -217,68 +277,65 @@ def _nearest_upscale(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return image[ys][:, xs]
 
 
-def _row_images(dataset: str, names: list[str], row: pd.Series, root: Path,
-                missing: list[str]) -> tuple[np.ndarray, list[np.ndarray | None]]:
-    """One test crop's HR image and its panels: LR upscaled by nearest neighbour, each method's SR (None
-    where its file is missing, named in `missing`), HR."""
+def _png_uri(image: np.ndarray) -> str:
+    """An RGB uint8 array as a PNG data URI, pixel for pixel."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise UserError("could not encode a figure panel as PNG")
+    return "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
+
+
+def _panel(key: str, title: str, image: np.ndarray | None, box: tuple[int, int, int],
+           winner: bool = False) -> dict:
+    """One panel: the image and its zoom window, each as a PNG at its own size with the factor it is shown at.
+
+    ``box`` (y, x, size) is in the image's pixels; the outline's place on screen is box x factor.
+    """
+    panel = {"key": key, "title": title, "method": key not in ("lr", "hr"), "winner": winner,
+             "missing": image is None}
+    if image is None:
+        return panel
+    y, x, size = box
+    height, width = image.shape[:2]
+    factor, zoom_factor = enlargement(max(height, width)), enlargement(size)
+    panel.update(uri=_png_uri(image), width=width * factor, height=height * factor, factor=factor,
+                 box={"left": x * factor, "top": y * factor, "size": size * factor},
+                 zoom_uri=_png_uri(np.ascontiguousarray(image[y:y + size, x:x + size])),
+                 zoom_size=size * zoom_factor, zoom_factor=zoom_factor)
+    return panel
+
+
+def _image_panels(dataset: str, names: list[str], row: pd.Series, root: Path, zoom: int, winner: str | None,
+                  missing: list[str]) -> dict:
+    """One test crop's panels: the LR input (nearest neighbour to the HR size, so every panel shares the
+    zoom window), each method's SR output (None where its file is missing, named in `missing`), and HR."""
     base = root / paths.crops_dir(dataset)
     hr, lr = read_png(base / row["hr"]), read_png(base / row["lr"])
-    images = [_nearest_upscale(lr, *hr.shape[:2])]
+    box = zoom_box(hr, zoom)
+    scale = hr.shape[0] // max(lr.shape[0], 1)
+    panels = [_panel("lr", f"LR input (x{scale} nearest)", _nearest_upscale(lr, *hr.shape[:2]), box)]
     for name in names:
         path = root / paths.results_dir(dataset) / "sr" / strategies.slug(name) / f"{row['id']}.png"
-        if path.is_file():
-            images.append(read_png(path))
-        else:
-            images.append(None)
+        image = read_png(path) if path.is_file() else None
+        if image is None:
             missing.append(f"{strategies.slug(name)}/{row['id']}.png")
-    return hr, images + [hr]
-
-
-def _draw_panel(top, bottom, image: np.ndarray | None, box: tuple[int, int, int]) -> None:
-    """An image with its zoom window outlined (top axes) and the window enlarged (bottom axes)."""
-    from matplotlib.patches import Rectangle
-
-    for ax in (top, bottom):
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if image is None:
-        for ax in (top, bottom):
-            ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=8, transform=ax.transAxes)
-        return
-    y, x, size = box
-    top.imshow(image, interpolation="nearest")
-    top.add_patch(Rectangle((x - 0.5, y - 0.5), size, size, fill=False, edgecolor="#ff3030", linewidth=1.5))
-    bottom.imshow(image[y:y + size, x:x + size], interpolation="nearest")
+        panels.append(_panel(name, tables.method_label(name), image, box, winner=name == winner))
+    panels.append(_panel("hr", "HR (reference)", hr, box))
+    return {"id": str(row["id"]), "panels": panels, "window": box[2], "hr_size": hr.shape[0]}
 
 
 def qualitative_figure(dataset: str, names: list[str], root: Path, n_images: int, zoom: int,
                        winner: str | None = None) -> dict | None:
-    """Like the paper's Figs. 5-7: rows of test images as LR | each method | HR, each with a zoomed crop."""
+    """Like the paper's Figs. 5-7: per test image, LR input | each method | HR, each with its zoom window."""
     if n_images < 1:
         return None
-    from matplotlib.figure import Figure
-
     manifest = read_manifest(dataset, root)
     rows = manifest[manifest["split"] == "test"].sort_values("id").head(n_images)
     if rows.empty:
         return None
-    panels = [("LR (nearest)", None)] + [(tables.method_label(n), n) for n in names] + [("HR (reference)", None)]
-    n_cols = len(panels)
-    fig = Figure(figsize=(1.3 * n_cols, 2.7 * len(rows)), dpi=100, layout="constrained")
-    axes = fig.subplots(2 * len(rows), n_cols, squeeze=False)
     missing: list[str] = []
-    for r, (_, row) in enumerate(rows.iterrows()):
-        hr, images = _row_images(dataset, names, row, root, missing)
-        box = zoom_box(hr, zoom)
-        for c, ((title, name), image) in enumerate(zip(panels, images)):
-            if r == 0:
-                won = bool(name) and name == winner
-                axes[0, c].set_title(title, fontsize=8, fontweight="bold" if won else "normal",
-                                     color="#b35900" if won else "black")
-            _draw_panel(axes[2 * r, c], axes[2 * r + 1, c], image, box)
-        axes[2 * r, 0].set_ylabel(str(row["id"]), fontsize=8)
-        axes[2 * r + 1, 0].set_ylabel(f"zoom x{zoom}", fontsize=8)
-    return {"uri": _png_data_uri(fig), "ids": list(rows["id"]), "missing": missing}
+    images = [_image_panels(dataset, names, row, root, zoom, winner, missing) for _, row in rows.iterrows()]
+    return {"images": images, "ids": [i["id"] for i in images], "missing": missing}
 
 
 VALIDATION_PANELS = (("val_psnr_y", "PSNR-Y (dB), higher is better"), ("val_ssim_y", "SSIM-Y, higher is better"),
@@ -472,7 +529,25 @@ def approximations(params: Mapping, deviations_list: list[dict]) -> list[str]:
     return notes
 
 
-def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: str) -> dict:
+def bicubic_kernels(metrics: Mapping[str, dict], benchmarks: Mapping[str, dict]) -> list[str]:
+    """The run card's lines on the bicubic baseline: the upscaling kernel (pipeline.kernels) each stage used.
+
+    A record without ``bicubic_kernel`` was written before the kernel followed the profile: OpenCV's then.
+    """
+    datasets: dict[str, list[str]] = {}
+    for ds, record in metrics.items():
+        datasets.setdefault(record.get("bicubic_kernel", kernels.OPENCV), []).append(ds)
+    lines = [f"{kernels.BICUBIC_KERNELS[k]}: test crops of {', '.join(names)}" for k, names in datasets.items()]
+    protocol = {record.get("bicubic_kernel", kernels.OPENCV) for record in benchmarks.values() if record.get("benchmarks")}
+    return lines + [f"{kernels.BICUBIC_KERNELS[k]}: the standard SR protocol (whole test-only images)" for k in protocol]
+
+
+def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: str,
+             git: dict | None = None) -> dict:
+    """Everything that identifies and reproduces the run. ``git``: the commit the version names
+    (`report_identity`); ``rendered_at`` is the checkout's HEAD when the page was rendered elsewhere."""
+    head = git_info(root)
+    git = git or head
     records = {ds: model_records(ds, strategies.NAMES, root) for ds in params["datasets"]}
     found = deviations.run_deviations(params, metrics, root)
     devices = sorted({str(m.get("device")) for m in metrics.values() if m.get("device")}
@@ -481,7 +556,8 @@ def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: 
     precisions = sorted({str(c["precision"]) for r in records.values() for c in r.values() if c.get("precision")})
     return {
         "version": version,
-        "git": git_info(root),
+        "git": git,
+        "rendered_at": head["short"] if head["available"] and head["rev"] != git.get("rev") else None,
         "exp_name": os.environ.get("DVC_EXP_NAME"),
         "baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV"),
         "params_hash": params_hash(params),
@@ -490,6 +566,7 @@ def run_card(params: Mapping, metrics: Mapping[str, dict], root: Path, version: 
         "platform": f"{platform.system()} {platform.release()} ({platform.machine()})",
         "devices": devices,
         "precisions": precisions,
+        "bicubic": bicubic_kernels(metrics, load_benchmarks(params, root)),
         "timings": stage_timings(params, metrics, records, root),
         "data_sources": data_sources(params, root),
         "weights": weight_sources(root, records),
@@ -554,9 +631,13 @@ def list_versions(reports: Path) -> list[dict]:
 
 
 def comparison(versions: list[dict]) -> dict:
-    """The comparison page's content: which params differ, and headline metrics per dataset x strategy x version."""
+    """The comparison page's content: the parameters that matter (KEY_PARAMS, always shown), the other
+    parameters that differ between versions (folded on the page), and headline metrics per dataset x strategy
+    x version with two marks kept apart: ``best`` (the column's best value within a version) and ``winner``
+    (the selection rule's winner of that version, which need not be best on a single metric)."""
     keys = sorted({k for v in versions for k in v.get("params", {})})
     differing = [k for k in keys if len({json.dumps(v.get("params", {}).get(k), default=str) for v in versions}) > 1]
+    key_names = [k for k, _ in KEY_PARAMS]
     datasets = []
     for ds in dict.fromkeys(d for v in versions for d in v.get("datasets", {})):
         names = ordered({n for v in versions for n in v.get("datasets", {}).get(ds, {}).get("strategies", {})})
@@ -571,10 +652,12 @@ def comparison(versions: list[dict]) -> dict:
                 values = [entry.get("strategies", {}).get(n, {}).get(key) for n in names]
                 best = tables.mark_best(values, lower, decimals)
                 for n, value, is_best in zip(names, values, best):
-                    grid[(n, v["folder"])] = {"value": value, "best": is_best, "winner": entry.get("winner") == n}
-            metrics.append({"key": key, "label": label, "decimals": decimals, "grid": grid})
+                    if n in entry.get("strategies", {}):    # else not evaluated in that version: no cell
+                        grid[(n, v["folder"])] = {"value": value, "best": is_best, "winner": entry.get("winner") == n}
+            metrics.append({"key": key, "label": label, "decimals": decimals, "lower": lower, "grid": grid})
         datasets.append({"name": ds, "strategies": names, "metrics": metrics})
-    return {"differing": differing, "datasets": datasets}
+    return {"key_params": list(KEY_PARAMS), "other_params": [k for k in differing if k not in key_names],
+            "differing": differing, "datasets": datasets}
 
 
 # ---------------------------------------------------------------- rendering
@@ -611,11 +694,23 @@ def _seconds(value: Any) -> str:
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
+def _param(value: Any) -> str:
+    """A flattened parameter as text: a JSON list (how `flatten` keeps lists) as its items, comma-separated."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        if isinstance(items, list):
+            return ", ".join(str(i) for i in items)
+    return "\u2014" if value is None else str(value)
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["j2"]),
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     env.filters.update(fmt=_fmt, signed=_signed, seconds=_seconds, label=tables.method_label, interval=_interval,
-                       pvalue=_pvalue)
+                       pvalue=_pvalue, param=_param)
     return env
 
 
@@ -653,33 +748,47 @@ def build_report(params: dict, root: Path = Path("."), version: str | None = Non
     Returns the path of the version's page.
     """
     root = Path(root)
-    version = report_version(params, root, version)
+    version, git = report_identity(params, root, version)
     params = sources.mark_stand_ins(params, root)   # e.g. imagenet downloaded as Imagenette is labelled a stand-in
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     metrics = load_metrics(params, root)
     frames = load_frames(params, root)
     paper = tables.load_paper()
     table_list = tables.build_tables(params, metrics, paper, frames)
-    card = run_card(params, metrics, root, version)
+    card = run_card(params, metrics, root, version, git)
     datasets = [dataset_section(params, ds, metrics, frames, paper, root) for ds in params["datasets"]]
 
     reports = root / paths.REPORTS
     record = summary(params, metrics, version, card, created)
+    claims = verdicts.verdicts(params, frames)
+    record["verdicts"] = claims
     atomic_write_text(reports / version / "summary.json", json.dumps(record, indent=2, default=str))
-    versions = list_versions(reports)
-
+    if claims:
+        atomic_write_text(reports / version / "verdicts.md", verdicts.markdown(claims))
     env = environment()
-    page = env.get_template("report.html.j2")
     benchmarks = published.build_blocks(load_benchmarks(params, root), published.load_published())
     context = {"version": version, "created": created, "tables": table_list, "columns": tables.COLUMNS,
-               "benchmarks": benchmarks, "bench_columns": published.COLUMNS,
-               "datasets": datasets, "card": card, "versions": versions, "alpha": stats.ALPHA,
+               "benchmarks": benchmarks, "bench_columns": published.COLUMNS, "verdicts": claims,
+               "datasets": datasets, "card": card, "alpha": stats.ALPHA,
                "agreement": tables.agreement_rows(params, metrics),
-               "paper_columns": [c for c in tables.COLUMNS if c.in_paper], "extra_methods": tables.EXTRA_METHODS}
+               "paper_columns": [c for c in tables.COLUMNS if c.in_paper], "extra_methods": tables.EXTRA_METHODS,
+               "na_notes": tables.na_explanations(metrics), "network_names": tables.NETWORK_NAMES,
+               "smoke": landing.is_smoke_run(record), "smoke_banner": landing.SMOKE_BANNER,
+               "against_bicubic": landing.bicubic_comparisons(record)}
     out = reports / version / "index.html"
-    atomic_write_text(out, page.render(**context, prefix="../", is_index=False))
-    atomic_write_text(reports / "index.html", page.render(**context, prefix="", is_index=True))
-    atomic_write_text(reports / "compare.html", env.get_template("compare.html.j2").render(
-        versions=versions, comparison=comparison(versions), created=created))
+    atomic_write_text(out, env.get_template("report.html.j2").render(**context))
+    write_landing_pages(reports, env, created)
     log.info("report: wrote %s, %s and %s", out, reports / "index.html", reports / "compare.html")
     return out
+
+
+def write_landing_pages(reports: Path, env: jinja2.Environment, created: str) -> None:
+    """reports/index.html (the lead version's page, pipeline.landing) and reports/compare.html, from every
+    version found under reports/."""
+    versions = list_versions(reports)
+    landing_page = landing.landing_context(reports, versions)
+    atomic_write_text(reports / "index.html", env.get_template("index.html.j2").render(
+        **landing_page, created=created, smoke_banner=landing.SMOKE_BANNER))
+    atomic_write_text(reports / "compare.html", env.get_template("compare.html.j2").render(
+        versions=landing_page["versions"], comparison=comparison(versions), created=created,
+        smoke_banner=landing.SMOKE_BANNER))

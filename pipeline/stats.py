@@ -25,8 +25,14 @@ true mean 91-95% of the time with 3-5 seeds and 94% with 10 (1000 draws each).
 - ``difference_stats``: a method minus a deterministic reference (bicubic) image by image, with the
   crossed-bootstrap interval of the mean difference and the paired p-value (``gcn-bench compare``).
 - ``winner_frequencies``: the paper's selection rule (GCN paper 4.2: lowest maximum PE over the
-  perceptual networks) re-applied on joint resamples of seeds and images; share of wins per method.
-- ``rank_agreement`` / ``verdict``: Kendall's tau between our column and the paper's.
+  perceptual networks, ``minimax_pe``) re-applied on joint resamples of seeds and images; share of
+  wins per method. The same for our scale-free variant (``relative_minimax_pe``): the uncalibrated
+  LPIPS columns are on different scales (VGG's values are the largest for every method), so the
+  paper's maximum is that one column; dividing each network's PE by bicubic's on the same images
+  first lets every network count.
+- ``rank_agreement`` / ``verdict``: Kendall's tau between our column and the paper's; with too few
+  methods for the test to reach p < ALPHA even at perfect agreement (``min_kendall_p``) the verdict
+  says so instead of counting a disagreement.
 
 Input: per-image metrics in long form, a pandas DataFrame with columns
 ``dataset, method, seed, image, metric, value`` (``long_form`` converts one seed's
@@ -118,6 +124,32 @@ def _resampled_means(values: np.ndarray, seed_w: np.ndarray, image_w: np.ndarray
     if values.shape[0] == 1:
         return image_w @ values[0] / image_w.shape[1]
     return ((seed_w @ values) * image_w).sum(axis=1) / values.size
+
+
+def bootstrap_means(values: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """The crossed-bootstrap distribution of the mean of a ``seeds x images`` array (one value per resample).
+
+    Two such distributions drawn independently (other seeds and images, e.g. two datasets) give the
+    interval of a difference between them (``contrast_stats``).
+    """
+    values = _check(values)
+    seed_w, image_w = _resample_weights(values.shape[0], values.shape[1], n_resamples, np.random.default_rng(seed))
+    return _resampled_means(values, seed_w, image_w)
+
+
+def contrast_stats(first: np.ndarray, second: np.ndarray, n_resamples: int = N_RESAMPLES,
+                   confidence: float = CONFIDENCE, seed: int = SEED) -> dict:
+    """Mean of ``first`` minus mean of ``second``, two independent ``seeds x images`` samples (e.g. one paired
+    difference on each of two datasets), with the percentile interval of independent crossed bootstraps.
+
+    Why independent: the two arrays share neither test images nor training runs, so each is resampled alone.
+    Returns ``{mean, ci_low, ci_high}``.
+    """
+    first, second = _check(first), _check(second, "second")
+    draws = bootstrap_means(first, n_resamples, seed) - bootstrap_means(second, n_resamples, seed + 1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return {"mean": float(first.mean() - second.mean()), "ci_low": float(low), "ci_high": float(high)}
 
 
 def cell_stats(values: np.ndarray, n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE,
@@ -250,27 +282,47 @@ def column_table(frame: pd.DataFrame, dataset: str, metric: str, lower_is_better
 
 # ----------------------------------------------------------------------------- selection rule
 
-def minimax_pe(means: Mapping[str, Mapping[str, float]], lower_is_better: bool = True) -> str:
-    """The paper's selection rule (GCN paper 4.2): the method whose largest PE over networks is lowest."""
-    if not lower_is_better:
-        raise ValueError("the minimax PE rule is defined for errors (lower is better)")
-    return min(means, key=lambda name: max(means[name].values()))
+def minimax_pe(means: Mapping[str, Mapping[str, float]], candidates: Iterable[str] | None = None) -> str:
+    """The paper's selection rule (GCN paper 4.2): the candidate whose largest PE over networks is lowest.
+
+    ``means``: method -> network column -> mean PE; ``candidates``: the methods that may win (default all).
+    """
+    names = list(candidates) if candidates is not None else list(means)
+    return min(names, key=lambda name: max(means[name].values()))
+
+
+def relative_pe(means: Mapping[str, Mapping[str, float]], reference: str) -> dict[str, dict[str, float]]:
+    """Each method's PE divided by the reference's on the same column (and the same images): scale-free."""
+    base = means[reference]
+    return {name: {column: value / base[column] for column, value in row.items()} for name, row in means.items()}
+
+
+def relative_minimax_pe(means: Mapping[str, Mapping[str, float]], candidates: Iterable[str] | None = None,
+                        reference: str = "bicubic") -> str:
+    """Our scale-free variant of the rule: the candidate whose largest PE relative to `reference`'s is lowest.
+
+    A column's scale no longer decides: 0.9 on any network means 10% below bicubic's error there.
+    ``means`` must hold the reference (it may or may not be a candidate).
+    """
+    return minimax_pe(relative_pe(means, reference), candidates)
 
 
 def winner_frequencies(scores: Mapping[str, Mapping[str, np.ndarray]], candidates: Iterable[str] | None = None,
-                       rule: Callable[[Mapping[str, Mapping[str, float]]], str] = minimax_pe,
+                       rule: Callable[..., str] = minimax_pe,
                        n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict[str, float]:
-    """How often each method is the rule's winner when seeds and images are resampled.
+    """How often each candidate is the rule's winner when seeds and images are resampled.
 
     ``scores``: method -> network (or metric) -> ``seeds x images`` per-image values, every array on
     the same images and with the same seeds (or one seed for a deterministic method). Every resample
     draws one set of seeds and one of images used for all methods and networks (the comparison stays
-    paired); ``rule`` picks the winner from the resampled means ``method -> network -> mean``.
+    paired); ``rule(means, candidates)`` picks the winner among ``candidates`` (default every method)
+    from the resampled means ``method -> network -> mean`` of every method of ``scores`` (a rule may
+    use a method that cannot win, e.g. ``relative_minimax_pe``'s reference).
     Returns the share of wins per candidate, largest first, summing to 1 (methods that never win
     are absent). The unresampled winner is ``rule`` applied to the plain means.
     """
     names = list(candidates) if candidates is not None else list(scores)
-    arrays = {m: {net: _check(v, f"{m}/{net}") for net, v in scores[m].items()} for m in names}
+    arrays = {m: {net: _check(v, f"{m}/{net}") for net, v in nets.items()} for m, nets in scores.items()}
     shapes = {v.shape for nets in arrays.values() for v in nets.values()}
     n_images = {s[1] for s in shapes}
     n_seeds = {s[0] for s in shapes} - {1}
@@ -281,12 +333,26 @@ def winner_frequencies(scores: Mapping[str, Mapping[str, np.ndarray]], candidate
     boot = {m: {net: _resampled_means(v, seed_w, image_w) for net, v in nets.items()} for m, nets in arrays.items()}
     wins: dict[str, int] = {}
     for b in range(n_resamples):
-        winner = rule({m: {net: float(v[b]) for net, v in nets.items()} for m, nets in boot.items()})
+        winner = rule({m: {net: float(v[b]) for net, v in nets.items()} for m, nets in boot.items()}, names)
         wins[winner] = wins.get(winner, 0) + 1
     return {m: count / n_resamples for m, count in sorted(wins.items(), key=lambda kv: -kv[1])}
 
 
 # ----------------------------------------------------------------------------- agreement with the paper
+
+def min_kendall_p(n: int) -> float:
+    """The smallest two-sided p-value Kendall's test (scipy.stats.kendalltau) can give for n methods: that
+    of a perfect agreement without ties. 1.0 below 2 methods. E.g. 4 methods: 2/4! = 0.083, never below 0.05."""
+    if n < 2:
+        return 1.0
+    ranks = np.arange(n)
+    return float(stats.kendalltau(ranks, ranks).pvalue)
+
+
+def testable(n: int, alpha: float = ALPHA) -> bool:
+    """Whether Kendall's test over n methods can reach p < alpha at all (``min_kendall_p``)."""
+    return min_kendall_p(n) < alpha
+
 
 def rank_agreement(ours: Mapping[str, float | None], paper: Mapping[str, float | None],
                    lower_is_better: bool) -> dict:
@@ -295,7 +361,8 @@ def rank_agreement(ours: Mapping[str, float | None], paper: Mapping[str, float |
     Only methods with a value in both count (None/nan dropped). Tau is the same whichever way the
     metric points (both columns are ranked alike); ``lower_is_better`` orients the returned ranks
     (``ours_rank``, ``paper_rank``: 1 = best, competition ranks). Fewer than 3 shared methods, or a
-    constant column, give tau and p nan.
+    constant column, give tau and p nan. ``min_p``: the smallest p the test can give with these many
+    methods (``min_kendall_p``); at or above ALPHA no ranking, however close, could be significant.
     """
     def present(v: float | None) -> bool:
         return v is not None and not math.isnan(v)
@@ -312,7 +379,7 @@ def rank_agreement(ours: Mapping[str, float | None], paper: Mapping[str, float |
         r = pd.Series(v, index=methods).rank(method="min", ascending=lower_is_better)
         return {m: int(k) for m, k in r.items()}
 
-    return {"tau": tau, "p_value": p, "n": len(methods), "methods": methods,
+    return {"tau": tau, "p_value": p, "n": len(methods), "min_p": min_kendall_p(len(methods)), "methods": methods,
             "ours_rank": ranks(x), "paper_rank": ranks(y)}
 
 
@@ -322,6 +389,9 @@ def verdict(dataset: str, column: str, result: Mapping, alpha: float = ALPHA) ->
     tau, p, n = result["tau"], result["p_value"], result["n"]
     if math.isnan(tau):
         return f"{dataset} {column}: rankings cannot be compared ({n} methods with values in both)"
+    if not testable(n, alpha):
+        return (f"{dataset} {column}: too few methods to test ({n}: Kendall's test cannot reach p < {alpha}, "
+                f"its smallest p is {min_kendall_p(n):.2g}; tau {tau:.2f})")
     if p < alpha:
         outcome = "agree with the paper" if tau > 0 else "disagree with the paper"
     else:

@@ -19,6 +19,7 @@ Conventions:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -41,6 +42,8 @@ EXTRA_METHODS = strategies.with_role("extra")  # ours or other documents': the p
 ALL_METHODS = BASELINES + GCN_VARIANTS + EXTRA_METHODS
 
 NETWORK_LABELS = {"squeeze": "SqueezeNet", "alex": "AlexNet", "vgg": "VGG"}
+RELATIVE_RULE = ("scale-free variant of the selection rule (ours, not the paper's): the method with the lowest maximum "
+                 "over networks of its PE divided by bicubic's PE on the same images")
 
 
 @dataclass(frozen=True)
@@ -147,15 +150,46 @@ class Block:
     frequencies: dict[str, float] = field(default_factory=dict)      # rule winner shares over resamples
     gcn_frequencies: dict[str, float] = field(default_factory=dict)  # the same among the GCN variants
     n_seeds: int = 1
+    candidates: list[str] = field(default_factory=list)         # the methods the rule chooses among
+    gcn_candidates: list[str] = field(default_factory=list)     # the GCN variants it chooses among
+    rule_column: str | None = None                               # which column decides the maximum, and why
+    relative: dict = field(default_factory=dict)                 # the evaluate stage's selection.relative
 
     @property
     def winner_sentence(self) -> str | None:
-        """E.g. "adv,rec wins in 71% of bootstrap resamples (dis,rec 29%)"."""
-        return frequency_sentence(self.frequencies, self.winner)
+        """E.g. "adv,rec wins in 71% of bootstrap resamples (dis,rec 29%)"; no win among a single candidate."""
+        return frequency_sentence(self.frequencies, self.winner, candidates=len(self.candidates))
 
     @property
     def selected_sentence(self) -> str | None:
-        return frequency_sentence(self.gcn_frequencies, self.selected, "among the GCN variants")
+        return frequency_sentence(self.gcn_frequencies, self.selected, "among the GCN variants",
+                                  len(self.gcn_candidates))
+
+    @property
+    def relative_sentence(self) -> str | None:
+        """Our scale-free variant over every method, e.g. "scale-free variant (ours): adv wins in 64% ..."."""
+        text = frequency_sentence(self.relative.get("frequencies") or {}, self.relative.get("winner"),
+                                  candidates=len(self.candidates))
+        return self._relative(text, self.candidates)
+
+    @property
+    def rule_lines(self) -> list[str]:
+        """The lines beside the rule over every method: the column deciding its maximum, our scale-free variant."""
+        return rule_notes(self, self.relative_sentence)
+
+    @property
+    def relative_selected_sentence(self) -> str | None:
+        text = frequency_sentence(self.relative.get("gcn_frequencies") or {}, self.relative.get("gcn_winner"),
+                                  "among the GCN variants", len(self.gcn_candidates))
+        return self._relative(text, self.gcn_candidates)
+
+    def _relative(self, text: str | None, names: list[str]) -> str | None:
+        """The scale-free variant's sentence, with the columns where each of `names` gains least over bicubic."""
+        if not text:
+            return None
+        deciding = {n: c for n, c in (self.relative.get("deciding_column") or {}).items() if n in names}
+        where = f"; its maximum is {column_counts(deciding)}" if deciding else ""
+        return f"scale-free variant (ours, PE relative to bicubic's): {text}{where}"
 
     @property
     def paper_label(self) -> str | None:
@@ -200,8 +234,14 @@ class Table:
         return out
 
 
-def frequency_sentence(frequencies: Mapping[str, float], winner: str | None, among: str = "") -> str | None:
-    """How often the rule's winner wins on bootstrap resamples of seeds and images, and who else wins."""
+def frequency_sentence(frequencies: Mapping[str, float], winner: str | None, among: str = "",
+                       candidates: int | None = None) -> str | None:
+    """How often the rule's winner wins on bootstrap resamples of seeds and images, and who else wins.
+
+    With a single candidate (`candidates` < 2) there is no choice, so no win is claimed.
+    """
+    if candidates is not None and candidates < 2 and winner is not None:
+        return f"{winner} is the only candidate{' ' + among if among else ''}: nothing to select, no win"
     if not frequencies or winner is None:
         return None
     share = frequencies.get(winner, 0.0)
@@ -316,6 +356,48 @@ def max_pe(values: Mapping[str, float | None]) -> float | None:
     return max(available) if available else None
 
 
+def deciding_columns(means: Mapping[str, Mapping[str, float | None]]) -> dict[str, str]:
+    """Per method, the PE column giving its maximum PE: the one column the paper's rule ranks it by."""
+    out = {}
+    for name, row in means.items():
+        present = {k: v for k, v in row.items() if k in PE_KEYS and v is not None}
+        if present:
+            out[name] = max(present, key=present.get)
+    return out
+
+
+def column_counts(deciding: Mapping[str, str]) -> str:
+    """How many methods each column decides, e.g. "VGG for 3 methods, Alex for 1 method" (most first)."""
+    labels = {c.key: c.label for c in COLUMNS}
+    counts = pd.Series(list(deciding.values()), dtype=object).value_counts()
+    return ", ".join(f"{labels[k]} for {n} method{'s' if n > 1 else ''}" for k, n in counts.items())
+
+
+def rule_column_sentence(means: Mapping[str, Mapping[str, float | None]], used: Iterable[str]) -> str | None:
+    """Which column decides the maximum PE of the rule and why, e.g. "max PE is VGG for every method: ...".
+
+    ``means``: method -> column -> mean; ``used``: the PE columns the rule takes the maximum over.
+    Names the scale: the deciding column's range over the methods against the other columns' largest value.
+    """
+    used = [k for k in used if k in PE_KEYS]
+    rows = {name: {k: row.get(k) for k in used} for name, row in means.items()}
+    deciding = deciding_columns(rows)
+    if len(used) < 2 or not deciding:
+        return None
+    labels = {c.key: c.label for c in COLUMNS}
+    if len(set(deciding.values())) > 1:
+        return f"the maximum PE is {column_counts(deciding)}"
+    column = next(iter(deciding.values()))
+    own = [row[column] for row in rows.values() if row.get(column) is not None]
+    others = [v for row in rows.values() for k, v in row.items() if k != column and v is not None]
+    scale = (f"every {labels[column]} value ({min(own):.3f} to {max(own):.3f}) exceeds every other column's "
+             f"(at most {max(others):.3f})" if min(own) > max(others) else
+             f"{labels[column]} is each method's largest PE ({min(own):.3f} to {max(own):.3f})")
+    return (f"decided by the {labels[column]} column alone ({next(c.help for c in COLUMNS if c.key == column)}): "
+            f"{scale}; the networks' distances are not on a common scale, so the rule ranks the methods by "
+            f"{labels[column]} only")
+
+
 def rule_scores(metrics: Mapping) -> dict[str, float | None]:
     """max PE per strategy: as stored by the evaluate stage, else computed from the means."""
     stored = (metrics.get("selection") or {}).get("max_pe") or {}
@@ -341,6 +423,43 @@ def na_reasons(metrics: Mapping) -> dict[str, str]:
     return out
 
 
+# The ImageNet networks behind the LPIPS columns, by their full names (for the n/a sentences).
+NETWORK_NAMES = {"squeeze": "SqueezeNet 1.1", "alex": "AlexNet", "vgg": "VGG16"}
+# Words of a failed download in a weights reason (pipeline.weights): the machine had no network.
+_OFFLINE = ("Name or service not known", "Temporary failure in name resolution", "Network is unreachable",
+            "timed out", "urlopen error")
+
+
+def na_explanation(network: str, reason: str) -> str:
+    """Why a network's columns are n/a, in a user's words, with the way to fill them when the reason says it.
+
+    E.g. "SqueezeNet 1.1: no offline copy of its ImageNet weights, and no network to download them;
+    its columns (Squ, Squ-l) are n/a. To fill them: download ... and put the file in data/cache/weights/".
+    The technical reason (every source tried) stays in the run card.
+    """
+    name = NETWORK_NAMES.get(network, network)
+    labels = ", ".join(c.label for c in COLUMNS if c.network == network)
+    if "no cached copy" in reason or "no offline source" in reason:
+        what = "no offline copy of its ImageNet weights"
+        if any(word in reason for word in _OFFLINE):
+            what += ", and no network to download them"
+    else:
+        what = "its ImageNet weights could not be loaded (the run card's weight sources say why)"
+    text = f"{name}: {what}; its columns ({labels}) are n/a, never replaced by a number."
+    _, hint, how = reason.partition("to provide them offline, ")
+    return text + (f" To fill them: {how.rstrip('.')}, then run the pipeline again." if hint else "")
+
+
+def na_explanations(metrics: Mapping[str, Mapping]) -> dict[str, str]:
+    """network -> `na_explanation`, once for every network unavailable in any dataset of a run
+    (metrics: dataset -> metrics/<ds>.json content); the first dataset's reason is the one told."""
+    out: dict[str, str] = {}
+    for record in metrics.values():
+        for network, reason in na_reasons(record).items():
+            out.setdefault(network, na_explanation(network, reason))
+    return out
+
+
 def build_block(dataset: str, metrics: Mapping, methods: Iterable[str], paper: pd.DataFrame,
                 params: Mapping, columns: tuple[Column, ...] = COLUMNS, frame: pd.DataFrame | None = None) -> Block:
     """One dataset's rows of a table: cells with intervals and paper values, best marks, ranks, winner.
@@ -355,6 +474,7 @@ def build_block(dataset: str, metrics: Mapping, methods: Iterable[str], paper: p
     reasons = na_reasons(metrics)
     scores = rule_scores(metrics)
     rule = metrics.get("selection") or {}
+    used = rule.get("networks_used") or [k for k in PE_KEYS if any(row.get(k) is not None for row in strategies.values())]
     winner = rule.get("winner") or select_method(scores, strategies)
     selected = select_method(scores, GCN_VARIANTS)
     methods = list(methods)
@@ -399,9 +519,12 @@ def build_block(dataset: str, metrics: Mapping, methods: Iterable[str], paper: p
                   paper_selection_note=paper_selection_note(paper, paper_ds),
                   frequencies=dict(rule.get("frequencies") or {}),
                   gcn_frequencies=dict(rule.get("gcn_frequencies") or {}),
-                  n_seeds=int(metrics.get("n_seeds") or 1))
-    for net, reason in reasons.items():
-        block.notes.append(f"{NETWORK_LABELS.get(net, net)} columns are n/a: {reason}")
+                  n_seeds=int(metrics.get("n_seeds") or 1),
+                  candidates=[m for m in strategies if scores.get(m) is not None],
+                  gcn_candidates=[m for m in GCN_VARIANTS if scores.get(m) is not None],
+                  rule_column=rule_column_sentence(strategies, used),
+                  relative=dict(rule.get("relative") or {}))
+    # the n/a reasons are said once per page (na_explanations), not under every block
     if block.missing:
         block.notes.append("not evaluated in this run: " + ", ".join(block.missing))
     return block
@@ -435,19 +558,18 @@ def build_tables(params: Mapping, metrics: Mapping[str, Mapping], paper: pd.Data
             text += f"; the paper selected {paper_sel}"
         if block.paper_selection_note:
             text += f" ({block.paper_selection_note})"
-        block.notes.insert(0, text)
+        block.notes[:0] = [text] + rule_notes(block, block.relative_selected_sentence)
         return block
 
-    def note_rule(block: Block, sentence: str | None, what: str) -> Block:
-        if sentence:
-            block.notes.insert(0, f"{what}: {sentence}")
+    def note_rule(block: Block, sentence: str | None, what: str, relative: str | None) -> Block:
+        block.notes[:0] = ([f"{what}: {sentence}"] if sentence else []) + rule_notes(block, relative)
         return block
 
     t2 = Table(2, "The GCN variants on each dataset",
                "Results of the GCN learning strategies in terms of the low-level metrics (L2 and SSIM error) "
                "and the perceptual error on six LPIPS networks (paper's Table 2).",
-               [note_rule(b, b.selected_sentence, "selection rule (lowest maximum PE) among these variants")
-                for b in (build(d, GCN_VARIANTS) for d in datasets)])
+               [note_rule(b, b.selected_sentence, "selection rule (lowest maximum PE) among these variants",
+                          b.relative_selected_sentence) for b in (build(d, GCN_VARIANTS) for d in datasets)])
     sat = [d for d in datasets if _domain(params, d) == "sat"]
     t3 = Table(3, "The satellite domain: the selected GCN method against the baselines and SRGAN",
                "MSE, adversarial MSE, SRGAN and the GCN method selected by Table 2 on the satellite domain "
@@ -463,19 +585,57 @@ def build_tables(params: Mapping, metrics: Mapping[str, Mapping], paper: pd.Data
     t5 = Table(5, "Every method on every dataset",
                f"All methods, including those the paper has no row for ({', '.join(EXTRA_METHODS)}: paper cell "
                "\u2014) (paper's Table 5).",
-               [note_rule(b, b.winner_sentence, "selection rule (lowest maximum PE) over every method")
-                for b in (build(d, ALL_METHODS) for d in datasets)])
+               [note_rule(b, b.winner_sentence, "selection rule (lowest maximum PE) over every method",
+                          b.relative_sentence) for b in (build(d, ALL_METHODS) for d in datasets)])
     return [t2, t3, t4, t5]
 
 
+def rule_notes(block: Block, relative: str | None) -> list[str]:
+    """The lines printed beside a selection rule: the column deciding its maximum, and our scale-free variant."""
+    notes = [f"the rule's maximum PE is {block.rule_column}"] if block.rule_column else []
+    return notes + ([relative] if relative else [])
+
+
 def agreement_rows(params: Mapping, metrics: Mapping[str, Mapping]) -> list[dict]:
-    """Per dataset: the evaluate stage's Kendall tau against the paper per in-paper column, and its verdict."""
+    """Per dataset: the evaluate stage's Kendall tau against the paper per in-paper column, and the verdict.
+
+    Each cell gains ``testable`` (stats.testable: whether n methods can reach p < ALPHA at all) and the
+    verdict is recomputed from the cells (`dataset_verdict`), so a record of any version reads the same.
+    """
     out = []
     for ds in params["datasets"]:
         record = metrics.get(ds) or {}
         paper_ds, stand_in = paper_dataset(params, ds)
         agreement = record.get("rank_agreement") or {}
-        cells = {c.key: agreement.get(c.key) for c in COLUMNS if c.in_paper}
+        cells = {c.key: None if agreement.get(c.key) is None else
+                 {**agreement[c.key], "testable": stats.testable(int(agreement[c.key].get("n") or 0))}
+                 for c in COLUMNS if c.in_paper}
         out.append({"dataset": ds, "paper_dataset": PAPER_DATASET_LABELS.get(paper_ds) if paper_ds else None,
-                    "stand_in": stand_in, "cells": cells, "verdict": record.get("verdict")})
+                    "stand_in": stand_in, "cells": cells,
+                    "verdict": dataset_verdict(ds, agreement) if agreement else record.get("verdict")})
     return out
+
+
+def dataset_verdict(dataset: str, agreement: Mapping[str, Mapping]) -> str:
+    """One line per dataset: in how many testable columns the ranking agrees with the paper's, and the best column.
+
+    Columns with too few methods for Kendall's test to reach p < ALPHA (stats.testable) are not counted
+    as disagreeing: with none testable the line says "too few methods to test".
+    """
+    if not agreement:
+        return f"{dataset}: not a paper dataset (no paper values to compare rankings with)"
+    labels = {c.key: c.label for c in COLUMNS}
+    computed = {k: v for k, v in agreement.items() if v["tau"] is not None and not math.isnan(v["tau"])}
+    if not computed:
+        return f"{dataset}: rankings cannot be compared with the paper (fewer than 3 methods with values in both)"
+    tested = {k: v for k, v in computed.items() if stats.testable(int(v["n"]))}
+    if not tested:
+        n = max(int(v["n"]) for v in computed.values())
+        return (f"{dataset}: too few methods to test the agreement with the paper ({n} methods: Kendall's test "
+                f"cannot reach p < {stats.ALPHA}, its smallest p is {stats.min_kendall_p(n):.2g})")
+    agree = [k for k, v in tested.items() if v["tau"] > 0 and v["p_value"] < stats.ALPHA]
+    best = max(tested, key=lambda k: tested[k]["tau"])
+    top = tested[best]
+    return (f"{dataset}: rankings agree with the paper on {len(agree)} of {len(tested)} columns "
+            f"(tau > 0, p < {stats.ALPHA}); best {labels[best]}: tau {top['tau']:.2f}, p {top['p_value']:.2g}, "
+            f"{top['n']} methods")

@@ -76,7 +76,12 @@ def declared_size(path: Path) -> tuple[int, int] | None:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Any image OpenCV decodes (8/16-bit, greyscale, RGBA, float) as RGB uint8 HxWx3.
+    """Any image OpenCV decodes (8/16-bit, greyscale, RGBA, float) as RGB uint8 HxWx3."""
+    return read_image_converted(path)[0]
+
+
+def read_image_converted(path: Path) -> tuple[np.ndarray, list[str]]:
+    """`read_image` and the conversions it applied (crop.to_bgr8's names: "greyscale" for a one-channel file).
 
     A file whose header declares more than MAX_PIXELS pixels is refused before it is decoded.
     """
@@ -94,10 +99,10 @@ def read_image(path: Path) -> np.ndarray:
     if image is None or image.size == 0:
         raise UserError(f"{path}: cannot read this file as an image")
     try:
-        bgr, _ = to_bgr8(image)
+        bgr, conversions = to_bgr8(image)
     except BadImage:
         raise UserError(f"{path}: unsupported pixel format {image.dtype} with shape {image.shape}") from None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), conversions
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:

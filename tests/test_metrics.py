@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter, uniform_filter
 from skimage import data
+from skimage.metrics import structural_similarity
 
 from pipeline import metrics
 
@@ -122,6 +123,22 @@ def test_psnr_y_uses_matlab_luma_and_shaves():
     assert metrics.luma(np.full((8, 8, 3), 255, np.uint8)) == pytest.approx(np.full((8, 8), 235.0))
     assert metrics.luma(np.zeros((8, 8, 3), np.uint8)) == pytest.approx(np.full((8, 8), 16.0))
     assert metrics.luma(sr) == pytest.approx(y(sr.astype(float)), abs=1e-9)
+
+
+def test_greyscale_image_is_scored_on_its_grey_values():
+    """grey=True: PSNR-Y and SSIM-Y of a greyscale image are those of its grey values (MATLAB scripts on a
+    one-channel image); on the Y of an RGB copy they would be 20 log10(255/219) = 1.32 dB higher."""
+    hr_grey = data.camera()[200:264, 180:244]
+    sr_grey = cv2.resize(cv2.resize(hr_grey, (16, 16), interpolation=cv2.INTER_AREA), (64, 64),
+                         interpolation=cv2.INTER_CUBIC)
+    sr, hr = (np.repeat(g[..., None], 3, axis=2) for g in (sr_grey, hr_grey))
+    a, b = sr_grey[4:-4, 4:-4].astype(np.float64), hr_grey[4:-4, 4:-4].astype(np.float64)
+    grey_psnr = 10 * math.log10(255 ** 2 / np.mean((a - b) ** 2))
+    assert metrics.psnr_y(sr, hr, 4, grey=True) == pytest.approx(grey_psnr, abs=1e-9)
+    assert metrics.psnr_y(sr, hr, 4) == pytest.approx(grey_psnr + 20 * math.log10(255 / 219), abs=1e-9)
+    assert metrics.ssim_y(sr, hr, 4, grey=True) == pytest.approx(structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255.0), abs=1e-12)
+    assert metrics.image_metrics(sr, hr, 4, grey=True)["psnr_y"] == pytest.approx(grey_psnr, abs=1e-9)
 
 
 @pytest.mark.parametrize("seed,scale", [(0, 4), (1, 2), (2, 3), (3, 4)])

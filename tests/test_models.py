@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import matlab_imresize
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
+from skimage import data as skdata
 from torch import nn
 
+from pipeline.config import load_params
 from pipeline.errors import UserError
 from pipeline.models import Bicubic, Extractor, Generator, ResidualBlock, load_sr_model, save_generator
+from pipeline.upscale import super_resolve
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -214,3 +223,28 @@ def test_bicubic_model(tmp_path):
     assert torch.equal(model(x), F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1))
     with pytest.raises(UserError, match="train stage"):
         load_sr_model(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("profile, kernel", [("params.yaml", "opencv"), ("configs/cpu-reference-authors.yaml", "opencv"),
+                                             ("configs/paper.yaml", "opencv"), ("configs/srgan.yaml", "matlab")])
+def test_bicubic_follows_the_convention_of_the_profiles_lr_images(tmp_path, profile, kernel):
+    """The default (OpenCV bicubic LR) and the authors' profiles (cv2 bilinear LR) upscale with OpenCV's bicubic;
+    SRGAN's (MATLAB LR, the Set5/Set14 convention) with MATLAB's. A folder's config.json carries its profile's crop."""
+    crop = {**load_params(REPO / "params.yaml")["crop"], **(yaml.safe_load((REPO / profile).read_text()).get("crop") or {})}
+    (tmp_path / "config.json").write_text(json.dumps({"untrained": True, "scale": 4, "crop": crop}))
+    assert load_sr_model(tmp_path).kernel == kernel
+    assert load_sr_model(tmp_path, bicubic_kernel="matlab").kernel == "matlab"    # the SR protocol's choice
+
+
+def test_matlab_bicubic_is_imresize_of_the_uint8_image():
+    """Bicubic('matlab') on an LR image (tiled as pipeline.upscale runs it) equals MATLAB's imresize(lr, 4) within one
+    grey level (tests/matlab_imresize.py: MATLAB's algorithm), on photographs whose overshoots saturate."""
+    for photo in ("astronaut", "camera", "coffee"):
+        image = getattr(skdata, photo)()[100:196, 100:220]
+        hr = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+        lr = matlab_imresize.imresize(hr, 1 / 4)
+        expected = matlab_imresize.imresize(lr, 4).astype(int)
+        sr = super_resolve(Bicubic(4, "matlab"), lr, 4, tile=8)
+        assert sr.shape == expected.shape and np.abs(sr.astype(int) - expected).max() <= 1, photo
+        opencv = super_resolve(Bicubic(4, "opencv"), lr, 4, tile=0).astype(int)
+        assert np.abs(opencv - expected).max() > 1                        # so the kernels differ on this image

@@ -22,10 +22,12 @@ from skimage import data as skdata
 
 from markupsafe import escape as html_escape
 
-from pipeline import deviations, paths, strategies, tables
+from pipeline import deviations, landing, paths, strategies, tables
 from pipeline.config import load_params
 from pipeline.errors import UserError
-from pipeline.report import build_report, list_versions, report_version, zoom_box
+from pipeline.report import (MIN_ENLARGE, MIN_ZOOM_WINDOW, build_report, list_versions, params_hash, report_identity,
+                             report_version, zoom_box)
+from test_tables import OFFLINE_REASON as SQUEEZE_REASON  # what pipeline.weights records without weights or network
 
 REPO = Path(__file__).resolve().parents[1]
 HR, SCALE = 32, 4
@@ -55,19 +57,21 @@ WORSE = "bicubic"          # clearly worse L2 there
 
 
 def make_workspace(root: Path, params: dict, n_test: int = 10, squeeze_missing: bool = True, seed: int = 0,
-                   seeds: tuple[int, ...] = (0, 1)) -> None:
+                   seeds: tuple[int, ...] = (0, 1), names: tuple[str, ...] = tuple(strategies.NAMES),
+                   below_bicubic: bool = False) -> None:
     """Files in the layout and schemas the crop/train/evaluate stages write, with small real crops.
 
     Per-image metrics: a method's base value x an image effect x a seed effect + noise; the metrics
     JSON is computed from them by the evaluate stage's own functions (means, stats, selection, tau).
-    On the first dataset, TIED have identical per-image values with the lowest L2.
+    On the first dataset, TIED have identical per-image values with the lowest L2. ``below_bicubic``:
+    bicubic has the best PSNR-Y and perceptual errors everywhere (a smoke run's numbers).
     """
     from pipeline import evaluate, metrics as metric_fns
     rng = np.random.default_rng(seed)
-    names = list(strategies.NAMES)
+    names = list(names)
     _write_json(root / paths.WEIGHTS / "manifest.json", {
         "squeeze": {"available": not squeeze_missing, "source": None, "sha256": None,
-                    "reason": "SqueezeNet 1.1 weights: no offline source" if squeeze_missing else None},
+                    "reason": SQUEEZE_REASON if squeeze_missing else None},
         "alex": {"available": True, "source": "registry:alexnet", "sha256": "a" * 64},
         "vgg": {"available": True, "source": "torchvision", "sha256": "b" * 64},
         "vgg19": {"available": True, "source": "torchvision", "sha256": "c" * 64},
@@ -115,6 +119,8 @@ def make_workspace(root: Path, params: dict, n_test: int = 10, squeeze_missing: 
                 base["l2"] = 0.005
             if d_index == 0 and name == WORSE:
                 base["l2"] = 0.6      # above every other method's draw (at most 0.5), whatever the registry holds
+            if below_bicubic and name == "bicubic":   # better than every draw of a trained method
+                base.update({k: 0.005 for k in METRIC_KEYS if k.startswith("pe_")}, psnr=35.0, psnr_y=35.0)
             bases[name] = base
             for s_ in run_seeds:
                 seed_effect = {k: 1 + rng.normal(0, 0.02) for k in METRIC_KEYS}
@@ -145,12 +151,12 @@ def make_workspace(root: Path, params: dict, n_test: int = 10, squeeze_missing: 
             "dataset": ds, "n_test": n_test, "n_seeds": len(seeds), "seeds": list(seeds), "seconds": 4.0, "device": "cpu",
             "strategies": means, "std": stds, "stats": evaluate.uncertainty(frame, ds, names),
             "networks": {
-                "squeeze": ({"available": False, "reason": "SqueezeNet 1.1 weights: no offline source",
+                "squeeze": ({"available": False, "reason": SQUEEZE_REASON,
                              "source": None, "sha256": None} if squeeze_missing
                             else {"available": True, "source": "torchvision", "sha256": "d" * 64}),
                 "alex": {"available": True, "source": "registry:alexnet", "sha256": "a" * 64},
                 "vgg": {"available": True, "source": "torchvision", "sha256": "b" * 64}},
-            "selection": rule, "rank_agreement": agreement, "verdict": evaluate.dataset_verdict(ds, agreement),
+            "selection": rule, "rank_agreement": agreement, "verdict": tables.dataset_verdict(ds, agreement),
             "conventions": {"ssim_error": "(1 - SSIM) / 2"},
         }
         _write_json(root / paths.metrics_path(ds), evaluate._finite(record))
@@ -237,6 +243,7 @@ def built(tmp_path_factory):
     first = build_report(params, root, version="first")
     other = copy.deepcopy(params)
     other["train"]["iterations"] = params["train"]["iterations"] + 10
+    other["data"]["sample-natural"]["description"] += " (second)"     # a parameter compare.html folds
     second = build_report(other, root, version="second")
     return root, params, first, second
 
@@ -354,6 +361,31 @@ def test_selection_frequencies_and_rank_agreement_are_shown(built):
     assert summary["datasets"][params["datasets"][0]]["strategies"]["adv"]["tied_with_best"][0] == "l2"
 
 
+def test_claims_that_cannot_fail_are_not_printed_as_findings(tmp_path):
+    """Table 3's methods only, as the CPU reference runs: 4 methods with paper values (Kendall's test cannot reach
+    p < 0.05), one GCN variant (no choice among the GCN variants). The page says so, and names, beside the
+    selection rule, the column deciding its maximum and our scale-free variant with its winner frequencies."""
+    params = {**default_params(), "datasets": ["sample-aerial"]}
+    make_workspace(tmp_path, params, names=("bicubic", "mse", "adv,mse", "srgan", "adv,rec"))
+    page = build_report(params, tmp_path, version="claims").read_text()
+    record = json.loads((tmp_path / paths.metrics_path("sample-aerial")).read_text())
+    agreement = page.split('<section id="agreement">')[1].split("</section>")[0]
+    assert agreement.count('<span class="na">too few methods to test</span>') == sum(
+        1 for v in record["rank_agreement"].values() if v["tau"] is not None)
+    assert "sample-aerial: too few methods to test the agreement with the paper (4 methods" in agreement
+    assert " of 6 columns" not in page and "agree with the paper on 0" not in page
+    glance = page.split('<section id="glance">')[1].split("</section>")[0]
+    assert "adv,rec is the only candidate among the GCN variants: nothing to select, no win" in glance
+    assert "among the GCN variants" not in glance.replace("the only candidate among the GCN variants", "")
+    relative = record["selection"]["relative"]
+    share = relative["frequencies"][relative["winner"]]
+    assert (f"scale-free variant (ours, PE relative to bicubic&#39;s): {relative['winner']} wins in {share:.0%} "
+            "of bootstrap resamples") in glance
+    assert "the rule&#39;s maximum PE is " in glance
+    table5 = page.split('<section id="table-5"')[1].split("</section>")[0]
+    assert "the rule&#39;s maximum PE is " in table5 and "scale-free variant (ours" in table5
+
+
 def test_run_card_lists_sources_weights_timings_and_approximations(built):
     _, params, first, _ = built
     html = first.read_text()
@@ -414,10 +446,16 @@ def test_missing_metrics_is_a_clear_error(tmp_path):
 
 
 def test_zoom_box_finds_the_detailed_region():
-    image = np.full((32, 32, 3), 128, np.uint8)
-    image[20:28, 4:12] = np.indices((8, 8)).sum(0)[..., None] % 2 * 255   # a checkerboard patch
+    image = np.full((96, 96, 3), 128, np.uint8)
+    image[50:74, 40:64] = np.indices((24, 24)).sum(0)[..., None] % 2 * 255   # a checkerboard patch
     y, x, size = zoom_box(image, 4)
-    assert size == 8 and (y, x) == (20, 4)
+    assert size == 24
+    overlap = max(0, min(y + size, 74) - max(y, 50)) * max(0, min(x + size, 64) - max(x, 40))
+    assert overlap >= 0.9 * 24 * 24
+    # at least MIN_ZOOM_WINDOW source pixels (a 48 px crop's x4 window would be 12), never more than the image
+    assert zoom_box(image[:48, :48], 4)[2] == MIN_ZOOM_WINDOW == 24
+    assert zoom_box(image[:16, :16], 4)[2] == 16
+    assert zoom_box(np.zeros((200, 200, 3), np.uint8), 4)[2] == 50
 
 
 def test_stage_cli(tmp_path):
@@ -434,6 +472,166 @@ def test_stage_cli(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "evaluate" in done.stderr
+
+
+# ---------------------------------------------------------------- the page at a glance (layout rules)
+
+def _git(root: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", "-C", str(root), *args], check=True, env=env, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def smoke_built(built, tmp_path_factory):
+    """A run whose trained methods all stay below bicubic, in a git checkout with two commits, rendered
+    under the name of the first commit (as a report re-rendered later keeps its name), beside a copy of
+    `built`'s version "first" (whose trained methods beat bicubic) and rendered after it."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    root = tmp_path_factory.mktemp("smoke")
+    params = default_params()
+    params["datasets"] = ["sample-texture"]
+    make_workspace(root, params, n_test=4, seeds=(0,), below_bicubic=True)
+    (root / "code.py").write_text("x = 1\n")
+    _git(root, "init", "-q")
+    _git(root, "add", "code.py")
+    _git(root, "commit", "-q", "-m", "first")
+    first = _git(root, "rev-parse", "HEAD")
+    (root / "code.py").write_text("x = 2\n")
+    _git(root, "commit", "-q", "-am", "second")
+    shutil.copytree(built[0] / "reports" / "first", root / "reports" / "first")
+    name = f"{first[:7]}-{params_hash(params)}"
+    page = build_report(params, root, version=name)
+    return root, page, first, _git(root, "rev-parse", "--short=7", "HEAD")
+
+
+def test_smoke_banner_tops_a_run_whose_trained_methods_stay_below_bicubic(smoke_built, built):
+    _, page, _, _ = smoke_built
+    html = page.read_text()
+    banner = html.index('id="smoke-banner"')
+    assert html.index("</header>") < banner < html.index("<main") and landing.SMOKE_BANNER in html[banner:html.index("<main")]
+    assert "best trained" in html[banner:html.index("<main")]     # the numbers that make it one
+    assert 'id="smoke-banner"' not in built[2].read_text()        # a run whose trained methods beat bicubic: none
+
+
+def test_index_leads_with_the_result_that_beats_bicubic(smoke_built):
+    root, page, _, _ = smoke_built
+    index = (root / "reports" / "index.html").read_text()
+    # "first" leads although the smoke run is newer: its page body, not the smoke run's, follows the header
+    assert "This page shows <strong>first</strong>" in index and page.parent.name in index.split('id="lead-choice"')[1]
+    assert landing.page_body(root / "reports" / "first" / "index.html") in index
+    assert 'id="smoke-banner"' not in index
+    rows = dict(re.findall(r'<tr data-version="([^"]+)"[^>]*>(.*?)</tr>', index, re.S))
+    assert landing.SMOKE_BANNER in rows[page.parent.name] and landing.SMOKE_BANNER not in rows["first"]
+    assert "shown above" in rows["first"]
+
+
+def test_version_name_and_run_card_name_the_same_commit(smoke_built):
+    root, page, first, head = smoke_built
+    html = page.read_text()
+    assert page.parent.name.startswith(first[:7])
+    assert f"&middot; git {first[:7]}" in html and f"<code>{first}</code>" in html
+    assert f"rendered again at <code>{head}</code>" in html and head != first[:7]
+    assert json.loads((page.parent / "summary.json").read_text())["git"]["rev"] == first
+    params = default_params()
+    params["datasets"] = ["sample-texture"]
+    assert report_identity(params, root)[1]["rev"] != first          # no name given: HEAD, named after it
+    with pytest.raises(UserError, match="params hash"):
+        report_identity(params, root, f"{first[:7]}-00000000")
+    with pytest.raises(UserError, match="does not have"):
+        report_identity(params, root, f"abcdef0-{params_hash(params)}")
+
+
+def test_each_na_reason_once_per_page_in_plain_words(built):
+    _, _, first, _ = built
+    html = first.read_text()
+    sentence = str(html_escape(tables.na_explanation("squeeze", SQUEEZE_REASON)))
+    assert sentence.startswith("SqueezeNet 1.1: no offline copy of its ImageNet weights, and no network")
+    assert html.count(sentence) == 1
+    assert html.count("no offline copy") == 1
+    # the technical reason only in the run card's weight sources
+    before_card = html[:html.index('id="run-card"')]
+    assert "Errno" not in before_card and "tried cache" not in before_card
+    assert "[Errno -2]" in html[html.index('id="run-card"'):]
+
+
+def _png(uri: str) -> np.ndarray:
+    data = np.frombuffer(__import__("base64").b64decode(uri.split(",", 1)[1]), np.uint8)
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _panels(html: str) -> list[tuple[str, str, dict]]:
+    """(dataset, image id, {panel key: panel HTML}) of every qualitative figure row."""
+    out = []
+    for ds, image, body in re.findall(r'<div class="qualitative" data-dataset="([^"]+)" data-image="([^"]+)">(.*?)'
+                                      r'</div>\s*</div>', html, re.S):
+        out.append((ds, image, dict(re.findall(r'<figure class="panel[^"]*" data-panel="([^"]+)">(.*?)</figure>',
+                                               body, re.S))))
+    return out
+
+
+def _img(panel: str, kind: str) -> tuple[np.ndarray, int, int]:
+    src, width, height = re.search(rf'<img class="px {kind}" src="([^"]+)" width="(\d+)" height="(\d+)"', panel).groups()
+    return _png(src), int(width), int(height)
+
+
+def test_figures_enlarge_by_nearest_neighbour_with_wide_zoom_windows(built):
+    root, params, first, _ = built
+    html = first.read_text()
+    assert re.search(r"img\.px \{[^}]*image-rendering: pixelated", html)   # the browser enlarges without smoothing
+    rows = _panels(html)
+    assert {ds for ds, _, _ in rows} == set(params["datasets"])
+    for ds, image, panels in rows:
+        metrics = json.loads((root / paths.metrics_path(ds)).read_text())
+        assert list(panels) == ["lr", *metrics["strategies"], "hr"]
+        assert "bicubic" in panels
+        hr = cv2.cvtColor(cv2.imread(str(root / paths.crops_dir(ds) / "test" / "hr" / f"{image}.png")), cv2.COLOR_BGR2RGB)
+        lr = cv2.cvtColor(cv2.imread(str(root / paths.crops_dir(ds) / "test" / "lr" / f"{image}.png")), cv2.COLOR_BGR2RGB)
+        for key, panel in panels.items():
+            full, width, height = _img(panel, "full")
+            zoom, zoom_width, _ = _img(panel, "zoom")
+            factor = width // full.shape[1]
+            assert width == factor * full.shape[1] and height == factor * full.shape[0] and factor >= MIN_ENLARGE
+            assert zoom.shape[0] == zoom.shape[1] >= min(MIN_ZOOM_WINDOW, HR)
+            assert zoom_width % zoom.shape[1] == 0 and zoom_width // zoom.shape[1] >= MIN_ENLARGE
+            left, top, size = map(int, re.search(r'left:(\d+)px;top:(\d+)px;width:(\d+)px', panel).groups())
+            y, x, side = top // factor, left // factor, size // factor
+            assert side == zoom.shape[0] and np.array_equal(zoom, full[y:y + side, x:x + side])
+            if key == "hr":
+                assert np.array_equal(full, hr)
+            if key == "lr":      # the LR input itself, each pixel a scale x scale block
+                assert np.array_equal(full[::SCALE, ::SCALE], lr) and full.shape == hr.shape
+
+
+def test_compare_puts_key_parameters_first_and_folds_the_rest(built):
+    root, _, _, _ = built
+    compare = (root / "reports" / "compare.html").read_text()
+    key_table = compare[compare.index('id="key-params"'):compare.index("</table>", compare.index('id="key-params"'))]
+    assert re.findall(r'data-param="([^"]+)"', key_table) == ["datasets", "strategy", "train.iterations",
+                                                               "crop.hr_size", "train.seeds"]
+    folded = compare[compare.index('<details class="params"'):compare.index("</details>")]
+    assert 'data-param="data.sample-natural.description"' in folded and "train.iterations" not in folded
+    assert "data.sample-natural.description" not in key_table
+
+
+def test_compare_badges_say_rule_winner_and_column_best(built):
+    root, _, _, _ = built
+    compare = (root / "reports" / "compare.html").read_text()
+    versions = {v["folder"]: v for v in list_versions(root / "reports")}
+    apart = 0
+    for ds, section in re.findall(r'<section class="dataset" id="compare-([^"]+)">(.*?)</section>', compare, re.S):
+        for metric, table in re.findall(r'<table class="metrics compare" data-metric="([^"]+)">(.*?)</table>', section, re.S):
+            folders = re.findall(r'<th><a href="([^"/]+)/index.html">', table)
+            for name, cells in re.findall(r'<tr data-strategy="([^"]+)">.*?</th>(.*?)</tr>', table, re.S):
+                for folder, cell in zip(folders, re.findall(r"<td[^>]*>.*?</td>", cells, re.S)):
+                    is_winner = versions[folder]["datasets"][ds]["winner"] == name
+                    assert ("selection-rule winner</span>" in cell) == is_winner
+                    assert ("column best</span>" in cell) == ('class="best"' in cell)
+                    apart += is_winner and 'class="best"' not in cell
+    assert apart > 0     # the data has a winner that is not a column's best: the two badges stay apart
+    assert ">winner</span>" not in compare
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -463,8 +661,9 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
         assert all((ds, name) in metric_cells(html, 2) for ds in params["datasets"])
     assert {ds for ds, _ in metric_cells(html, 3)} == {"sample-aerial"}
     assert {ds for ds, _ in metric_cells(html, 4)} == {"sample-natural", "sample-texture"}
-    images = re.findall(r'<img[^>]+src="(data:image/png;base64,[^"]+)"', html)
-    assert len(images) == 2 * len(params["datasets"])   # one figure and one curves image per dataset
+    panels = re.findall(r'<img class="px (?:full|zoom)" src="data:image/png;base64,', html)
+    n_panels = len(strategies.NAMES) + 2     # LR input, each method, HR
+    assert len(panels) == 2 * n_panels * 2 * len(params["datasets"])   # 2 images per dataset, each panel and its zoom
     assert 'id="run-card"' in html
 
     shot = tmp_path / "report.png"
@@ -477,3 +676,51 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
     keep = os.environ.get("REPORT_SCREENSHOT")   # where a developer wants to look at it
     if keep:
         shutil.copy(shot, keep)
+
+
+# Marks every element that ends right of the window and is not inside a horizontally scrolling box.
+LAYOUT_CHECK = """<script>(function () {
+  const width = document.documentElement.clientWidth, out = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const box = el.getBoundingClientRect();
+    if (!box.width || box.right <= width + 1) continue;
+    let up = el.parentElement, inside = false;
+    while (up && up !== document.body) {
+      if (['auto', 'scroll'].includes(getComputedStyle(up).overflowX) && up.getBoundingClientRect().right <= width + 1) {
+        inside = true; break;
+      }
+      up = up.parentElement;
+    }
+    if (!inside) out.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + (el.className ? '.' + el.className : ''));
+  }
+  const pre = document.createElement('pre');
+  pre.id = 'layout-check';
+  pre.textContent = JSON.stringify({width: width, page: document.documentElement.scrollWidth, off: out});
+  document.body.appendChild(pre);
+})();</script>"""
+
+
+def off_screen(page: Path, width: int, work: Path) -> dict:
+    """The page laid out by headless Chromium in a window `width` px wide: {width, page, off}, `off` the
+    elements that end right of the window outside any horizontally scrolling box."""
+    probe = page.parent / f".layout-{page.name}"    # beside the page: the same relative links
+    probe.write_text(page.read_text().replace("</body>", LAYOUT_CHECK + "</body>"))
+    try:
+        done = _chromium([f"--window-size={width},900", "--dump-dom", probe.as_uri()], work / f"profile-{width}")
+    finally:
+        probe.unlink()
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'<pre id="layout-check">(.*?)</pre>', done.stdout, re.S)
+    assert found, "the layout check did not run"
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_nothing_off_screen_at_1366_px_tables_scroll_in_their_box(built, smoke_built, tmp_path):
+    root, _, first, _ = built
+    pages = [first, root / "reports" / "index.html", root / "reports" / "compare.html",
+             smoke_built[1], smoke_built[0] / "reports" / "index.html"]
+    for page in pages:
+        for width in (1366, 900):    # 900: the metric tables are wider than the window and scroll inside their box
+            found = off_screen(page, width, tmp_path)
+            assert found["off"] == [] and found["page"] <= found["width"], (page, width, found)

@@ -177,6 +177,28 @@ def test_winner_frequencies_rejects_misaligned_arrays():
         stats.winner_frequencies({"a": {"alex": np.zeros((2, 5))}, "b": {"alex": np.zeros((2, 6))}})
 
 
+def test_relative_rule_is_scale_free_where_the_papers_is_decided_by_one_column():
+    """VGG's uncalibrated PE is on a larger scale: the paper's rule ranks by it alone and picks "vgg_only", 1% below
+    bicubic on VGG but 40% above it on Alex. Relative to bicubic, "even" (5% below on both) wins; rescaling a column
+    changes the paper's winner, never the scale-free one."""
+    rng = np.random.default_rng(9)
+    images = rng.uniform(0.8, 1.2, (1, 30))
+    def pe(alex: float, vgg: float) -> dict[str, np.ndarray]:
+        return {"pe_alex": alex * images, "pe_vgg": vgg * images}
+    scores = {"bicubic": pe(0.5, 3.0), "vgg_only": pe(0.7, 2.97), "even": pe(0.475, 2.985)}
+    means = {m: {c: float(v.mean()) for c, v in nets.items()} for m, nets in scores.items()}
+    assert stats.minimax_pe(means) == "vgg_only"
+    assert stats.relative_minimax_pe(means) == "even"
+    assert stats.relative_pe(means, "bicubic")["even"] == pytest.approx({"pe_alex": 0.95, "pe_vgg": 0.995})
+    assert stats.winner_frequencies(scores, rule=stats.relative_minimax_pe, n_resamples=200) == {"even": 1.0}
+    # among candidates that exclude the reference, bicubic's PE still normalises
+    assert stats.winner_frequencies(scores, candidates=["vgg_only", "even"], rule=stats.relative_minimax_pe,
+                                    n_resamples=50) == {"even": 1.0}
+    shrunk = {m: {"pe_alex": nets["pe_alex"], "pe_vgg": nets["pe_vgg"] / 10} for m, nets in scores.items()}
+    shrunk_means = {m: {c: float(v.mean()) for c, v in nets.items()} for m, nets in shrunk.items()}
+    assert stats.minimax_pe(shrunk_means) == "even" and stats.relative_minimax_pe(shrunk_means) == "even"
+
+
 # ----------------------------------------------------------------------------- rank agreement
 
 def test_rank_agreement_identical_reversed_and_missing():
@@ -204,6 +226,24 @@ def test_verdict_lines():
     assert 0.05 < weak["p_value"] < 0.5  # positive tau (0.6), but 6 methods cannot show it
     assert "do not agree significantly" in stats.verdict("sat", "L2", weak)
     assert "cannot be compared" in stats.verdict("sat", "L2", stats.rank_agreement({}, noise, True))
+
+
+@pytest.mark.parametrize("n, smallest", [(3, 2 / 6), (4, 2 / 24), (5, 2 / 120), (6, 2 / 720)])
+def test_smallest_kendall_p_is_that_of_a_perfect_agreement(n, smallest):
+    """Exact test, no ties: a perfect agreement is 1 of n! orders, two-sided 2 / n!."""
+    assert stats.min_kendall_p(n) == pytest.approx(smallest)
+    assert stats.testable(n) == (smallest < stats.ALPHA)
+
+
+def test_too_few_methods_to_test_is_not_a_disagreement():
+    """4 methods in perfect agreement: p = 0.083, so Kendall's test can never say yes; the verdict says so. 5 can."""
+    paper = {"bicubic": 0.5, "mse": 0.4, "srgan": 0.2, "adv,rec": 0.3}
+    four = stats.rank_agreement({m: v * 3 for m, v in paper.items()}, paper, True)
+    assert four["tau"] == pytest.approx(1.0) and four["min_p"] == pytest.approx(1 / 12)
+    line = stats.verdict("sat", "L2", four)
+    assert "too few methods to test" in line and "disagree" not in line and "do not agree" not in line
+    five = stats.rank_agreement({**{m: v * 3 for m, v in paper.items()}, "dis": 0.03}, {**paper, "dis": 0.01}, True)
+    assert "rankings agree with the paper" in stats.verdict("sat", "L2", five)
 
 
 # ----------------------------------------------------------------------------- data shape

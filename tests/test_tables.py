@@ -120,7 +120,34 @@ def test_block_cells_best_ranks_diff_and_na(params, paper):
             assert cell.value is None and cell.rank is None and not cell.best
             assert cell.na_reason == "no offline source"
             assert cell.paper is not None or name == "bicubic"   # the paper's own value is still shown
-    assert any("SqueezeNet" in n and "no offline source" in n for n in block.notes)
+    # the reason is said once per page (na_explanations), not under every block of every table
+    assert not any("SqueezeNet" in n or "n/a" in n for n in block.notes)
+
+
+# The reason pipeline.weights records when no source has SqueezeNet's weights on a machine without network.
+OFFLINE_REASON = (
+    "no ImageNet weights for squeezenet1_1 (tried cache, torchvision, registry): cache: no cached copy "
+    "(weights/squeezenet1_1.pt with a record in weights/manifest.json); torchvision: "
+    "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth: [Errno -2] Name or service not known; "
+    "registry: no registry package is known to ship squeezenet1_1 ImageNet weights; to provide them offline, "
+    "download https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth on another machine and put the "
+    "file in data/cache/weights/ (its sha256 is checked)")
+
+
+def test_na_explanation_is_in_words_a_user_understands():
+    text = tables.na_explanation("squeeze", OFFLINE_REASON)
+    assert text.startswith("SqueezeNet 1.1: no offline copy of its ImageNet weights, and no network to download them;")
+    assert "its columns (Squ, Squ-l) are n/a" in text
+    assert "To fill them: download https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth" in text
+    assert "Errno" not in text and "tried cache" not in text
+    other = tables.na_explanation("vgg", "checksum mismatch: 1234 != 5678")
+    assert other.startswith("VGG16: its ImageNet weights could not be loaded") and "1234" not in other
+
+
+def test_na_explanations_once_per_network_over_the_datasets():
+    record = {"networks": {"squeeze": {"available": False, "reason": OFFLINE_REASON}, "alex": {"available": True}}}
+    found = tables.na_explanations({"sample-natural": record, "sample-aerial": record})
+    assert list(found) == ["squeeze"] and found["squeeze"] == tables.na_explanation("squeeze", OFFLINE_REASON)
 
 
 def test_stand_in_labels(params, paper):
@@ -280,3 +307,62 @@ def test_frequency_sentence():
     assert tables.frequency_sentence({"dis": 1.0}, "dis", "among the GCN variants") == \
         "dis wins in 100% of bootstrap resamples among the GCN variants"
     assert tables.frequency_sentence({}, "dis") is None and tables.frequency_sentence({"a": 1.0}, None) is None
+
+
+def test_a_win_among_one_candidate_is_not_printed_as_a_win(params, paper):
+    """adv,rec the only GCN variant trained (the CPU reference runs): its "100% among the GCN variants" is no finding."""
+    values = {"bicubic": {"pe_alex": 2.0, "pe_vgg": 2.6}, "mse": {"pe_alex": 1.4, "pe_vgg": 2.3},
+              "adv,rec": {"pe_alex": 1.3, "pe_vgg": 2.3}}
+    record = metrics_for(values)
+    record["selection"] = {"winner": "adv,rec", "frequencies": {"adv,rec": 0.8, "mse": 0.2},
+                           "gcn_winner": "adv,rec", "gcn_frequencies": {"adv,rec": 1.0}}
+    block = tables.build_block("sample-aerial", record, list(values), paper, params)
+    assert block.selected == "adv,rec" and block.gcn_candidates == ["adv,rec"]
+    assert block.selected_sentence == "adv,rec is the only candidate among the GCN variants: nothing to select, no win"
+    assert block.winner_sentence == "adv,rec wins in 80% of bootstrap resamples (mse 20%)"   # 3 candidates: a choice
+    record["selection"]["relative"] = {"winner": "mse", "frequencies": {"mse": 0.6, "adv,rec": 0.4},
+                                       "gcn_winner": "adv,rec", "gcn_frequencies": {"adv,rec": 1.0},
+                                       "deciding_column": {"mse": "pe_vgg", "adv,rec": "pe_alex"}}
+    block = tables.build_block("sample-aerial", record, list(values), paper, params)
+    assert block.relative_sentence == ("scale-free variant (ours, PE relative to bicubic's): mse wins in 60% of "
+                                       "bootstrap resamples (adv,rec 40%); its maximum is VGG for 1 method, Alex for 1 method")
+    assert "no win" in block.relative_selected_sentence and "100%" not in block.relative_selected_sentence
+    assert tables.frequency_sentence({"dis": 1.0}, "dis", "among the GCN variants", 2) == \
+        "dis wins in 100% of bootstrap resamples among the GCN variants"
+    table3 = tables.build_tables({**params, "datasets": ["sample-aerial"]}, {"sample-aerial": record}, paper)[1]
+    assert table3.number == 3 and "adv,rec is the only candidate" in table3.blocks[0].notes[0]
+    assert not any("wins in" in note and "GCN" in note for b in table3.blocks for note in b.notes)
+
+
+def test_the_rule_names_the_column_that_decides_it_and_why(params, paper):
+    """Every method's largest PE is its uncalibrated VGG value, and every VGG value exceeds every other column's:
+    the sentence says the rule ranks by VGG alone because of that scale; with mixed maxima it counts them."""
+    values = {"bicubic": {"pe_alex": 2.05, "pe_alex_lin": 0.60, "pe_vgg": 2.56, "pe_vgg_lin": 0.48},
+              "mse": {"pe_alex": 1.35, "pe_alex_lin": 0.34, "pe_vgg": 2.34, "pe_vgg_lin": 0.43},
+              "srgan": {"pe_alex": 1.33, "pe_alex_lin": 0.25, "pe_vgg": 2.45, "pe_vgg_lin": 0.41}}
+    used = ["pe_alex", "pe_alex_lin", "pe_vgg", "pe_vgg_lin"]
+    assert tables.deciding_columns(values) == {"bicubic": "pe_vgg", "mse": "pe_vgg", "srgan": "pe_vgg"}
+    line = tables.rule_column_sentence(values, used)
+    assert line.startswith("decided by the VGG column alone") and "2.340 to 2.560" in line and "at most 2.050" in line
+    mixed = {**values, "odd": {"pe_alex": 3.0, "pe_alex_lin": 0.3, "pe_vgg": 2.9, "pe_vgg_lin": 0.4}}
+    assert tables.rule_column_sentence(mixed, used) == "the maximum PE is VGG for 3 methods, Alex for 1 method"
+    assert tables.rule_column_sentence(values, ["pe_alex"]) is None       # one column: nothing decides but it
+    block = tables.build_block("sample-aerial", metrics_for(values), list(values), paper, params)
+    assert block.rule_lines[0].startswith("the rule's maximum PE is decided by the VGG column alone")
+    table5 = tables.build_tables({**params, "datasets": ["sample-aerial"]}, {"sample-aerial": metrics_for(values)},
+                                 paper)[3]
+    assert table5.blocks[0].notes[0].startswith("the rule's maximum PE is decided by the VGG column alone")
+
+
+def test_agreement_with_too_few_methods_is_not_counted_as_disagreement(params):
+    """The CPU references compare 4 methods with the paper: no column can reach p < 0.05, so the line says
+    "too few methods to test", not "agree on 0 of 6 columns"; with 8 methods the count is kept."""
+    four = {k: {"tau": 0.33, "p_value": 0.75, "n": 4} for k in ("l2", "ssim_error", "pe_alex", "pe_vgg")}
+    line = tables.dataset_verdict("sample-aerial", four)
+    assert line.startswith("sample-aerial: too few methods to test") and "0 of" not in line and "0.083" in line
+    eight = {**four, "l2": {"tau": 0.8, "p_value": 0.004, "n": 8}}
+    assert tables.dataset_verdict("sample-aerial", eight).startswith(
+        "sample-aerial: rankings agree with the paper on 1 of 1 columns")
+    rows = tables.agreement_rows(params, {"sample-aerial": {"rank_agreement": four, "verdict": "stale text"}})
+    row = next(r for r in rows if r["dataset"] == "sample-aerial")
+    assert row["cells"]["l2"]["testable"] is False and row["verdict"].startswith("sample-aerial: too few methods")

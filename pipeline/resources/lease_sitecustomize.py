@@ -5,7 +5,7 @@ it at start-up in the rehearsal's device process and in every process that one s
 finder first on ``sys.meta_path``: each top-level module named in the file ``$GCN_LEASE_BLOCKED``
 (one name a line: the modules of every package installed here that the GPU machine lacks) can be
 imported only from the folders in ``$GCN_LEASE_ALLOWED`` (os.pathsep-separated: the folder the
-carried wheels are installed into, and the copy of the working tree). Anywhere else it raises
+shipped wheels are installed into, and the copy of the working tree). Anywhere else it raises
 ModuleNotFoundError, as on the GPU machine. Modules imported before this runs (by .pth files) are
 not affected; none of the blocked ones is.
 """
@@ -27,7 +27,7 @@ class DeviceBlocker:
         spec = importlib.machinery.PathFinder.find_spec(name, self.allowed)
         if spec is None:
             raise ModuleNotFoundError(f"No module named {name!r} (not on the GPU machine, and the lease does "
-                                      f"not carry it)", name=name)
+                                      f"not ship it)", name=name)
         return spec
 
 
