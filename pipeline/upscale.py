@@ -34,7 +34,7 @@ from pipeline.imageset import from_unit, to_unit
 
 UPSCALED = re.compile(r"_x\d+_[^_]+$")   # the stem suffix of our outputs: <name>_x<scale>_<strategy slug>
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-DEFAULT_TILE = 256      # LR pixels: a x4 tile of the 64-wide SRResNet peaks at about 0.3 GB
+DEFAULT_TILE = 256      # LR pixels: a x4 tile of the 64-wide SRResNet takes about 0.76 GB (docs/upscale.md)
 # The most pixels an input may have: OpenCV's decoding limit (its default, 2^30, unless the user sets it)
 MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
 PNG_COMPRESSION = 1     # zlib level of the written PNGs: OpenCV's default, fast on large images
