@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,18 +348,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def run_main() -> None:
-    """Console entry: a UserError is one line and exit code 2 (pipeline.cli.run)."""
-    code = 0
-
-    def call() -> None:
-        nonlocal code
-        code = main()
-
-    cli.run(call)
-    sys.exit(code)
-
-
 if __name__ == "__main__":
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    run_main()
+    cli.run_exit(main)

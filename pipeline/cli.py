@@ -45,3 +45,15 @@ def run(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def run_exit(main: Callable[[], int]) -> None:
+    """A command whose main returns its exit code: `run` (a UserError is one line and exit code 2), then exit."""
+    code = 0
+
+    def call() -> None:
+        nonlocal code
+        code = main()
+
+    run(call)
+    sys.exit(code)

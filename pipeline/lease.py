@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -548,18 +547,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_device(repo, out, plan, args.deadline_s or DEFAULT_DEADLINE_S, args.toy, procs, not args.no_mps)
 
 
-def run_main() -> None:
-    """Console entry: a UserError is one line and exit code 2 (pipeline.cli.run)."""
-    code = 0
-
-    def call() -> None:
-        nonlocal code
-        code = main()
-
-    cli.run(call)
-    sys.exit(code)
-
-
 if __name__ == "__main__":
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    run_main()
+    cli.run_exit(main)

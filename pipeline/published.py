@@ -5,7 +5,7 @@ pipeline/resources/sr_benchmark_results.csv, one row per (test-only set, method,
 by the strategy name of our registry (mse = SRResNet-MSE, adv,mse = SRGAN-MSE, srgan =
 SRGAN-VGG54, ...), with the paper's own name and the table it comes from. A published method we
 did not evaluate (or that the registry does not have) is not shown: each of our rows carries the
-published rows of the same method, one per source, as the GCN tables carry the paper's row.
+published rows of the same method, one per source, as the GCN tables show the paper's row.
 
 Columns: PSNR-Y and SSIM-Y (SRGAN 3.1 and the DP paper 4.2: luma, `scale`-pixel border shaved),
 LPIPS (the DP paper's; the network is not stated there: compared with our AlexNet LPIPS, the lpips

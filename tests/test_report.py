@@ -502,6 +502,8 @@ def smoke_built(built, tmp_path_factory):
     (root / "code.py").write_text("x = 2\n")
     _git(root, "commit", "-q", "-am", "second")
     shutil.copytree(built[0] / "reports" / "first", root / "reports" / "first")
+    for k in range(4):    # more versions: compare.html's tables get wider than the window
+        shutil.copytree(built[0] / "reports" / "first", root / "reports" / f"a-copy-{k}")
     name = f"{first[:7]}-{params_hash(params)}"
     page = build_report(params, root, version=name)
     return root, page, first, _git(root, "rev-parse", "--short=7", "HEAD")
@@ -719,7 +721,7 @@ def off_screen(page: Path, width: int, work: Path) -> dict:
 def test_nothing_off_screen_at_1366_px_tables_scroll_in_their_box(built, smoke_built, tmp_path):
     root, _, first, _ = built
     pages = [first, root / "reports" / "index.html", root / "reports" / "compare.html",
-             smoke_built[1], smoke_built[0] / "reports" / "index.html"]
+             smoke_built[1], smoke_built[0] / "reports" / "index.html", smoke_built[0] / "reports" / "compare.html"]
     for page in pages:
         for width in (1366, 900):    # 900: the metric tables are wider than the window and scroll inside their box
             found = off_screen(page, width, tmp_path)
