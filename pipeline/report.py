@@ -695,14 +695,15 @@ def _seconds(value: Any) -> str:
 
 
 def _param(value: Any) -> str:
-    """A flattened parameter as text: a JSON list (how `flatten` keeps lists) as its items, comma-separated."""
+    """A flattened parameter as text: a JSON list (how `flatten` keeps lists) without its quotes, `[a, b]`
+    (the brackets stay: `train.seeds` [0] is seed 0, where 2 is two seeds)."""
     if isinstance(value, str) and value.startswith("["):
         try:
             items = json.loads(value)
         except json.JSONDecodeError:
             return value
         if isinstance(items, list):
-            return ", ".join(str(i) for i in items)
+            return "[" + ", ".join(str(i) for i in items) + "]"
     return "\u2014" if value is None else str(value)
 
 
