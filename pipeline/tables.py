@@ -445,7 +445,7 @@ def na_explanation(network: str, reason: str) -> str:
             what += ", and no network to download them"
     else:
         what = "its ImageNet weights could not be loaded (the run card's weight sources say why)"
-    text = f"{name}: {what}; its columns ({labels}) are n/a, never replaced by a number."
+    text = f"{name}: {what}; its columns ({labels}) are n/a."
     _, hint, how = reason.partition("to provide them offline, ")
     return text + (f" To fill them: {how.rstrip('.')}, then run the pipeline again." if hint else "")
 
