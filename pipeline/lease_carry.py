@@ -169,6 +169,16 @@ def tree_files(repo: Path) -> list[Path]:
     return [Path(n) for n in names if (Path(repo) / n).is_file() and not (Path(repo) / n).is_symlink()]
 
 
+def left_home(repo: Path, dataset: str) -> list[Path]:
+    """The working tree's folders the lease never reads on the GPU machine: the committed report versions and the
+    zoo folders of other datasets than the plan's. Deleted from the checkout that ships (git restores them with
+    `git checkout -- reports zoo`), they leave room under the 64 MiB limit; a lease reads only zoo/<dataset>/."""
+    repo = Path(repo)
+    zoo = repo / "zoo"
+    others = sorted(p for p in zoo.iterdir() if p.is_dir() and p.name != dataset) if zoo.is_dir() else []
+    return [p.relative_to(repo) for p in [repo / "reports", *others] if p.exists()]
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
 
@@ -225,8 +235,9 @@ def preflight(repo: Path, plan: Plan, params: dict, rehearse: bool = False) -> d
     if total > OUTBOUND_LIMIT:
         raise UserError(f"what goes to the GPU machine is {total / MIB:.1f} MiB, over the {OUTBOUND_LIMIT // MIB} MiB "
                         f"limit (working tree {tree / MIB:.1f}, of which reports {parts['tree_reports'] / MIB:.1f} and "
-                        f"zoo {parts['tree_zoo'] / MIB:.1f}; .lease {shipped_bytes / MIB:.1f}); docs/gpu-bundle.md says "
-                        f"what to move out")
+                        f"zoo {parts['tree_zoo'] / MIB:.1f}; .lease {shipped_bytes / MIB:.1f}); the lease does not read "
+                        f"{' '.join(map(str, left_home(repo, plan.dataset))) or 'nothing else'}: delete them from the "
+                        f"checkout that ships (git checkout -- reports zoo restores them), see docs/gpu-bundle.md")
     return report
 
 

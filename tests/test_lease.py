@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError, UserError
 from pipeline.zoo import restore_from_zoo
 from pipeline.lease_bundle import (MAX_FILE_BYTES, Bundle, check_limits, read_bundle,
                                    update_selection, write_model)
-from pipeline.lease_carry import blocked_modules, write_blocker
+from pipeline.lease_carry import blocked_modules, left_home, write_blocker
 from pipeline.lease_plan import (Estimate, Run, choose_next, evaluable_selection, load_plan, pending_runs,
                                  pick_setting, profile_params, run_digest, simulate, zoo_dir)
 from pipeline.models import Generator, load_sr_model, save_generator
@@ -282,6 +282,13 @@ def test_blocked_modules_are_those_the_gpu_machine_lacks():
     assert not {"torch", "numpy", "cv2", "skimage", "yaml", "pandas", "scipy", "jinja2", "tqdm"} & blocked
 
 
+def test_left_home_names_the_reports_and_the_other_datasets_zoo_folders(tmp_path):
+    for folder in ("reports/v1", "zoo/sample-aerial/mse", "zoo/kodak24/mse", "zoo/dtd10"):
+        (tmp_path / folder).mkdir(parents=True)
+    assert left_home(tmp_path, "sample-aerial") == [Path("reports"), Path("zoo/dtd10"), Path("zoo/kodak24")]
+    assert left_home(tmp_path / "empty", "sample-aerial") == []
+
+
 def test_preflight_without_the_shipped_folder_is_one_line_and_exit_2(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     result = subprocess.run([sys.executable, "-m", "pipeline.lease", "--preflight"], cwd=repo, capture_output=True,
@@ -298,6 +305,8 @@ def rehearsal(tmp_path_factory, user_cache):
     """`python -m pipeline.lease --rehearse --out DIR` in a copy of the working tree (it prepares .lease/ there)."""
     base = tmp_path_factory.mktemp("lease")
     repo = copy_repo(base / "repo")
+    for folder in left_home(repo, load_plan(repo / "configs" / "lease-plan.yaml").dataset):
+        shutil.rmtree(repo / folder)       # as docs/gpu-bundle.md says: what the lease does not read stays home
     env = {**os.environ, "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1"}
     if user_cache is not None:
         env["GCN_BENCH_CACHE"] = str(user_cache)
