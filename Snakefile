@@ -18,9 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import paths, strategies
+from pipeline import paths
 from pipeline.config import benchmark_sets, load_params, seed_list
 from pipeline.fileio import provenance_path
+from pipeline.nets import strategies
 
 PARAMS = config.get("params", "params.yaml")
 P = load_params(PARAMS)
@@ -157,7 +158,7 @@ rule train:
 
 rule train_curves:
     # dvc's train stage also writes these per-dataset files: every strategy's curves overlaid for
-    # `dvc plots` and the final validation values (pipeline/monitor.py), from all trained models
+    # `dvc plots` and the final validation values (pipeline/training/monitor.py), from all trained models
     input:
         lambda wc: TRAINED(wc.dataset),
         code=dvc_code("train"),

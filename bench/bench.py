@@ -2,10 +2,10 @@
 
 For each strategy that trains a generator, at the embedded default's sizes (params.yaml) and at the
 paper's (params.yaml + configs/paper.yaml: HR 256, batch 10, 10-block generator, 8-block
-discriminator), one training iteration (pipeline.train.Trainer.step_main; the `rec` auto-encoder's
+discriminator), one training iteration (pipeline.training.train.Trainer.step_main; the `rec` auto-encoder's
 pre-training step as its own row) is timed on the plain path (host batches, per-step loss read-back,
-contiguous fp32) and on the fast path (pipeline.fast) in the same run, on synthetic random uint8
-crops. Evaluation (pipeline.evaluate.score_batch: every strategy's SR, the available LPIPS networks,
+contiguous fp32) and on the fast path (pipeline.training.fast) in the same run, on synthetic random uint8
+crops. Evaluation (pipeline.evaluation.evaluate.score_batch: every strategy's SR, the available LPIPS networks,
 L2/SSIM/PSNR) is timed batched and one image at a time, the low-level metrics both in numpy (the reference)
 and in torch (what score_batch runs). FLOPs per iteration are counted with
 torch.utils.flop_counter on the meta device (no compute). From these, the wall time of a whole
@@ -16,7 +16,7 @@ counts (an estimate, never a measurement). Writes bench/results-<device>.md and 
     python bench/bench.py --threads 1 --paper-strategies mse,adv,adv,rec,srgan   # a loaded 2-core CPU
     python bench/bench.py --tiny --out /tmp/b  # smoke run (seconds)
 
-Weights (the loss backbones of the registry's strategies, LPIPS trunks) come from pipeline.weights
+Weights (the loss backbones of the registry's strategies, LPIPS trunks) come from pipeline.nets.weights
 (cache first); a strategy whose backbone weights cannot be had is not timed (its rate is estimated
 from its FLOPs), never trained on random weights; FLOP counts use random weights (shapes only).
 """
@@ -40,15 +40,15 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline import fast as fast_path
-from pipeline import metrics, perceptual
-from pipeline import strategies as registry
 from pipeline.config import load_params, seed_list
-from pipeline.evaluate import score_batch
-from pipeline.imageset import to_unit
-from pipeline.models import Bicubic, Generator
-from pipeline.train import READ_BACK_EVERY, Trainer, backbone_modules, batch_indices, read_back
-from pipeline.train import write_csv as train_write_csv
+from pipeline.data.imageset import to_unit
+from pipeline.evaluation import metrics, perceptual
+from pipeline.evaluation.evaluate import score_batch
+from pipeline.nets import strategies as registry
+from pipeline.nets.networks import Bicubic, Generator
+from pipeline.training import fast as fast_path
+from pipeline.training.train import READ_BACK_EVERY, Trainer, backbone_modules, batch_indices, read_back
+from pipeline.training.train import write_csv as train_write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = [n for n in registry.NAMES if registry.get(n).trains_generator]
@@ -120,7 +120,7 @@ def count_iteration(params: dict, name: str, phase: str = "main") -> dict:
     train, hr_size, scale = params["train"], int(params["crop"]["hr_size"]), int(params["crop"]["scale"])
     strategy = registry.get(name)
     meta = torch.device("meta")
-    from pipeline.weights import random_weights
+    from pipeline.nets.weights import random_weights
     # random weights: only shapes matter for counting
     modules = backbone_modules(strategy, train, {b: random_weights(b) for b in strategy.backbones})
     trainer = Trainer(strategy, train, hr_size, scale, meta, modules, fast=True)  # deferred read-back: no .item() on meta
@@ -194,8 +194,8 @@ def training_setup(params: dict, name: str, fast: bool, device: torch.device, we
                    total: int, phase: str = "main", compile_: bool = False, precision: str | None = None):
     """The trainer of one strategy and its batches of steps 1..total on synthetic crops, and the step function.
 
-    `weights`: network -> (state_dict, record) of the ImageNet backbones (pipeline.weights.resolve).
-    `precision` (bf16 / fp32) overrides pipeline.fast.precision (e.g. bf16 on a CPU that emulates it).
+    `weights`: network -> (state_dict, record) of the ImageNet backbones (pipeline.nets.weights.resolve).
+    `precision` (bf16 / fp32) overrides pipeline.training.fast.precision (e.g. bf16 on a CPU that emulates it).
     """
     train, hr_size, scale = params["train"], int(params["crop"]["hr_size"]), int(params["crop"]["scale"])
     strategy = registry.get(name)
@@ -262,7 +262,7 @@ def mark_seconds(marks: list, device: torch.device) -> list[float]:
 def time_training(params: dict, name: str, fast: bool, device: torch.device, weights: dict,
                   warmup: int, iters: int, phase: str = "main", compile_: bool = False,
                   precision: str | None = None, stats: dict | None = None) -> float:
-    """Seconds per training iteration, the loop of pipeline.train.train_strategy on synthetic crops.
+    """Seconds per training iteration, the loop of pipeline.training.train.train_strategy on synthetic crops.
 
     `stats`, when given, receives `warmup_extra_s`: the warm-up's seconds beyond the timed rate (with
     `compile_`, the compilation time torch.compile must win back).
@@ -438,7 +438,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true",
                    help="also time the fast path in bf16 autocast, even where the CPU emulates bf16")
     p.add_argument("--tiny", action="store_true", help="smoke run: tiny networks and sizes, 1+1 iterations")
-    p.add_argument("--root", type=Path, default=REPO, help="where weights/ is (pipeline.weights cache)")
+    p.add_argument("--root", type=Path, default=REPO, help="where weights/ is (pipeline.nets.weights cache)")
     p.add_argument("--out", type=Path, default=REPO / "bench")
     args = p.parse_args(argv)
     if args.tiny:
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench on {env['device']}, torch {env['torch']}, {env['threads']} threads, load {env['load_average_start']}",
           file=sys.stderr)
 
-    from pipeline import weights
+    from pipeline.nets import weights
     resolved = {}   # the loss backbones that could be had: network -> (state_dict, record)
     weight_notes = []
     for network in registry.backbones():
@@ -626,13 +626,13 @@ def render_markdown(env: dict, per_size: dict, estimates: list[str], notes: list
            f"- command: `python bench/bench.py {' '.join(sys.argv[1:]) if sys.argv[0].endswith('bench.py') else ''}`".rstrip(),
            f"- train.fast=auto selects the **{'fast' if auto_fast else 'plain'}** path on this device, in "
            f"**{env['fast_precision']}** (native bf16 arithmetic: {'yes' if env['native_bf16'] else 'no'}). "
-           "plain = host batches, loss read back every step, contiguous fp32; fast = pipeline.fast "
+           "plain = host batches, loss read back every step, contiguous fp32; fast = pipeline.training.fast "
            "(crops on the device, channels_last, grouped loss read-back; bf16 autocast on CUDA and on CPUs with "
            "native bf16; on CUDA also fused Adam and cuDNN autotuning).",
            f"- Matmul ceilings measured in this run ({env['matmul_n']}^3 products, median of 5): fp32 "
            f"{env['matmul_fp32'] / 1e9:.1f} GFLOP/s, bf16 {env['matmul_bf16'] / 1e9:.1f} GFLOP/s. `% peak` = a "
            "path's achieved GFLOP/s over the ceiling of its precision (plain: fp32).",
-           "- Synthetic random uint8 crops; weights from pipeline.weights (cache). GFLOP = multiply-adds x 2 of "
+           "- Synthetic random uint8 crops; weights from pipeline.nets.weights (cache). GFLOP = multiply-adds x 2 of "
            "convolutions and matmuls (torch.utils.flop_counter), forward and backward; ops = aten ops per iteration "
            "(about one kernel launch each on CUDA).", ""]
     out += [f"- {n}" for n in notes]
@@ -671,7 +671,7 @@ def render_markdown(env: dict, per_size: dict, estimates: list[str], notes: list
             f"(bf16 {H100_PEAK['bf16'] / 1e12:.0f}, TF32 {H100_PEAK['tf32'] / 1e12:.0f} TFLOP/s) for 64-channel "
             f"convolutions at batch 10, {LAUNCH_S * 1e6:.0f} us of host time per eager op; the fast path overlaps "
             "launches with GPU work (max of the two), the plain path synchronises every step (sum). Evaluation on "
-            "the GPU is fp32 (TF32), its low-level metrics float64 on the GPU too (pipeline.metrics.batch_metrics).", ""]
+            "the GPU is fp32 (TF32), its low-level metrics float64 on the GPU too (pipeline.evaluation.metrics.batch_metrics).", ""]
     return "\n".join(out)
 
 

@@ -33,7 +33,7 @@ from skimage.metrics import structural_similarity
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline import metrics  # noqa: E402
+from pipeline.evaluation import metrics  # noqa: E402
 
 HR = 256
 SCALE = 4
@@ -176,7 +176,7 @@ def fmt(frame: pd.DataFrame, digits: int = 4) -> str:
 
 
 def check_implementation(hrs: list[np.ndarray]) -> float:
-    """Largest gap between pipeline.metrics' paper-convention columns and this script's candidates."""
+    """Largest gap between pipeline.evaluation.metrics' paper-convention columns and this script's candidates."""
     gap = 0.0
     for hr in hrs[:4]:
         sr = proxies(hr)["bicubic x4 (LR bilinear, as gcn.py)"]
@@ -283,7 +283,7 @@ The same check with the other SSIM candidates, L2 on [-1,1]: """ + ", ".join(
   the cited code.
 - Sat srgan's L2 0.228 (= 12.4 dB under this reading) stays an outlier under every candidate.
 
-`pipeline.metrics` implements this as `l2` and `ssim_error` (the paper-compared columns); it agrees
+`pipeline.evaluation.metrics` implements this as `l2` and `ssim_error` (the paper-compared columns); it agrees
 with this script's candidates to {gap:.1e} on 4 crops.
 """
     args.out.write_text(text)

@@ -1,22 +1,23 @@
 """gcn-bench: a reproducible benchmark of the Generative Collaborative Networks super-resolution losses.
 
-Modules (one job each):
+Rooms (subpackages, one job each; their own docstrings list their modules):
+    data        where the raw images come from and how they become the HR/LR crops
+    nets        the networks, the strategies registry, their ImageNet weights, tiled super-resolution
+    training    the training loop, its fast path, its monitoring, the model zoo
+    evaluation  the metrics, the evaluate and sr_benchmark stages, statistics, the paper's claims
+    reporting   the paper's tables, the deviations from its experiment, the HTML report and landing page
+    lease       the GPU bundle: `python -m pipeline.lease`
+    campaign    the CPU campaign: `python -m pipeline.campaign`
+    app         the `gcn-bench` command (`python -m pipeline.app`)
+
+Shared by every room (top level, importing no room at load time):
     config      load and validate params.yaml
-    sources     where raw images come from (skimage, pypi, url, folder)
-    download    robust HTTP download (resume, retries, checksums, atomic rename)
-    crop        deterministic HR/LR crops and their manifest
-    models      generator F, discriminator, auto-encoder (the extractor Phi lives inside them)
-    strategies  the registry of ways to obtain Phi (mse, ran, rec, cla, dis, adv, ...)
-    train       the training loop (alternating updates, checkpoints, resume)
-    weights     ImageNet backbone weights resolver (cache, torchvision URL, registry packages)
-    metrics     L2, SSIM, PSNR
-    perceptual  the six-network perceptual error (LPIPS)
+    cli         the stage CLIs' argument parsing and clean user errors
+    paths       where every stage reads and writes
+    fileio      checksums and atomic writes
+    errors      the errors that are the user's to fix
     device      which torch device a stage runs on
-    evaluate    super-resolve the test set and compute every metric
-    protocol    the standard SR protocol: trained models on whole Set5 / Set14 / BSD100 images
-    benchmark   the sr_benchmark stage's files (metrics/<dataset>-benchmarks.json)
-    published   SRGAN's and the DP paper's published benchmark numbers beside ours
-    report      versioned HTML reports beside the paper's numbers
+    resources/  the paper's published numbers (gcn_paper_results.csv, sr_benchmark_results.csv)
 """
 
 __version__ = "0.1.0"

@@ -18,11 +18,11 @@ from pipeline.fileio import atomic_write_text
 SECTIONS = ("datasets", "data", "crop", "strategy", "train", "eval", "report")
 SOURCE_TYPES = ("skimage", "pypi", "url", "folder")
 SPLITS = ("by_image", "by_region")
-DOWNSCALE_METHODS = ("bicubic", "bilinear", "bicubic_antialias", "area", "matlab")   # pipeline.crop.resize
+DOWNSCALE_METHODS = ("bicubic", "bilinear", "bicubic_antialias", "area", "matlab")   # pipeline.data.crop.resize
 PREPS = ("crop", "resize")        # data.<ds>.crop.prep: random HR crops, or each whole image resized (authors)
 LR_SOURCES = ("hr", "source")     # crop.lr_from: the LR image is made from the HR image, or from the source
 DEVICES = ("auto", "cpu", "cuda")
-FAST_MODES = ("auto", "on", "off")    # train.fast: the fast training path (pipeline.fast); auto = on
+FAST_MODES = ("auto", "on", "off")    # train.fast: the fast training path (pipeline.training.fast); auto = on
 UPSAMPLE_MODES = ("pixelshuffle", "nearest")
 D_UPDATES = ("separate", "joint")      # train.d_update: the authors' two extractor steps, or one joint step
 HEADS = ("patch", "flatten")           # train.discriminator.head: dense layers per position (authors) or flattened
@@ -292,7 +292,7 @@ def validate(params: Any) -> dict:
     _validate_eval(params["eval"])
     _validate_benchmarks(params)
     _validate_report(params["report"])
-    from pipeline import strategies  # late import: strategies pulls in torch
+    from pipeline.nets import strategies  # late import: strategies pulls in torch
 
     strategies.select(params["strategy"])
     return params

@@ -1,7 +1,7 @@
 """Which torch device a stage runs on (train.device, the CLIs' --device).
 
 Its own small module, so the stages that only need a device (evaluate, benchmark, the gcn-bench
-CLI) do not import the trainer: an edit to pipeline/train.py then reruns training alone.
+CLI) do not import the trainer: an edit to pipeline/training/train.py then reruns training alone.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def split_record(record: dict) -> tuple[dict, dict]:
 
     A leaf stays with the numbers when it is short (`_is_short`) or a list of short values; any other
     leaf (a sentence, a sha256, a list of records) goes to the provenance under the same keys, so
-    `merge_record(*split_record(r)) == r` (pipeline.report reads them back so). Metrics files hold only the first part, which keeps
+    `merge_record(*split_record(r)) == r` (pipeline.reporting.report reads them back so). Metrics files hold only the first part, which keeps
     `dvc metrics show` and `dvc exp show` free of sentences.
     """
     numbers: dict = {}

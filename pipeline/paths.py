@@ -85,3 +85,8 @@ def benchmark_metrics_path(dataset: str) -> Path:
 def benchmark_results_path(dataset: str) -> Path:
     """Per-image values of that protocol, one row per set, image, strategy and seed: results/<dataset>-benchmarks.csv."""
     return RESULTS / f"{dataset}-benchmarks.csv"
+
+
+# The key columns of results/<dataset>-benchmarks.csv (its value columns follow: pipeline.evaluation.protocol.COLUMNS),
+# here so that the sr_benchmark stage writes an empty table's header without loading the protocol (torch, lpips)
+BENCHMARK_KEYS = ("benchmark", "id", "strategy", "seed")

@@ -1,7 +1,7 @@
 """The standard SR protocol: score one dataset's trained models on the test-only sets of eval.benchmarks, whole images."""
 
 from pipeline import cli
-from pipeline.benchmark import evaluate_benchmarks
+from pipeline.evaluation.benchmark import evaluate_benchmarks
 
 
 def main() -> None:

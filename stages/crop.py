@@ -1,7 +1,7 @@
 """Crop stage: deterministic HR/LR crop pairs of one dataset into data/crops/<dataset>."""
 
 from pipeline.cli import dataset_params, dataset_parser, run
-from pipeline.crop import crop_dataset
+from pipeline.data.crop import crop_dataset
 
 
 def main() -> None:

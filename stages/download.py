@@ -1,7 +1,7 @@
 """Download stage: fetch one declared dataset's raw images into data/raw/<dataset>."""
 
 from pipeline.cli import dataset_params, dataset_parser, run
-from pipeline.sources import fetch_dataset
+from pipeline.data.sources import fetch_dataset
 
 
 def main() -> None:

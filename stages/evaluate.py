@@ -1,7 +1,7 @@
 """Evaluate every selected strategy (and bicubic) on one dataset's test crops."""
 
 from pipeline import cli
-from pipeline.evaluate import evaluate_dataset
+from pipeline.evaluation.evaluate import evaluate_dataset
 
 
 def main() -> None:

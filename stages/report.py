@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pipeline.cli import run, stage_parser
 from pipeline.config import load_params
-from pipeline.report import build_report
+from pipeline.reporting.report import build_report
 
 
 def main() -> None:

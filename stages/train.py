@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import strategies
 from pipeline.cli import dataset_params, dataset_parser, run
 from pipeline.errors import ConfigError
-from pipeline.train import export_monitoring, train_dataset
+from pipeline.nets import strategies
+from pipeline.training.train import export_monitoring, train_dataset
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from pipeline import cli
 from pipeline.config import load_params
-from pipeline.weights import fetch_all
+from pipeline.nets.weights import fetch_all
 
 
 def main() -> None:

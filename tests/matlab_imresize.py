@@ -1,6 +1,6 @@
 """MATLAB's `imresize(A, scale)` (default bicubic) on uint8 images: a test oracle written from MATLAB's algorithm.
 
-Independent of pipeline.kernels (which goes through resize-right): the steps of MATLAB's
+Independent of pipeline.data.kernels (which goes through resize-right): the steps of MATLAB's
 imresize.m, 1-based as there.
 
 - `contributions`: output pixel x (1..out) sits at u = x / scale + 0.5 (1 - 1 / scale) in input

@@ -14,11 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import app, metrics, zoo
-from pipeline.crop import downscale
-from pipeline.imageset import from_unit, to_unit
-from pipeline.models import Bicubic, Generator, load_sr_model, save_generator
-from pipeline.upscale import read_image, receptive_radius, sr_bands, super_resolve, write_png
+from pipeline.app import command as app
+from pipeline.data.crop import downscale
+from pipeline.data.imageset import from_unit, to_unit
+from pipeline.evaluation import metrics
+from pipeline.nets.networks import Bicubic, Generator, load_sr_model, save_generator
+from pipeline.nets.upscale import read_image, receptive_radius, sr_bands, super_resolve, write_png
+from pipeline.training import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = {"blocks": 2, "width": 16, "scale": 4}
@@ -65,14 +67,14 @@ def project(tmp_path: Path) -> Path:
     rgba = np.concatenate([_smooth(rng, 16, 24), np.full((16, 24, 1), 80, np.uint8)], axis=2)
     cv2.imwrite(str(inputs / "alpha.png"), rgba)
     cv2.imwrite(str(inputs / "deep.png"), _smooth(rng, 12, 12).astype(np.uint16) * 257)
-    # the project's model zoo: float16 generators, as pipeline.zoo stores them (toy/mse also in models/)
+    # the project's model zoo: float16 generators, as pipeline.training.zoo stores them (toy/mse also in models/)
     for slug in ("mse", "adv"):
         _zoo_model(tmp_path / "zoo" / "toy" / slug / "seed-1", slug, seed=1)
     return tmp_path
 
 
 def _zoo_model(folder: Path, slug: str, seed: int) -> None:
-    """A zoo run folder: generator.pt in float16 (pipeline.zoo.half_generator), config.json, validation.csv."""
+    """A zoo run folder: generator.pt in float16 (pipeline.training.zoo.half_generator), config.json, validation.csv."""
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
     save_generator(Generator(**ARCH), ARCH, folder / "full.pt")
@@ -261,7 +263,8 @@ def test_upscale_takes_zoo_models_in_float32(project):
 
 
 def test_score_perceptual_error_with_weights(project, tmp_path, weights_root):
-    from pipeline import perceptual, weights
+    from pipeline.evaluation import perceptual
+    from pipeline.nets import weights
     root = weights_root   # the session's weights root (tests/conftest.py), never a fixed shared folder
     try:
         state, _ = weights.resolve("alexnet", ["cache", "registry"], root)
@@ -391,7 +394,7 @@ def test_every_cli_mistake_is_one_line_exit_2_and_writes_nothing(project, case, 
 
 def test_upscale_checks_the_output_folder_before_computing(project, capsys, monkeypatch):
     """An unwritable --out stops the run before any tile is computed."""
-    from pipeline import upscale
+    from pipeline.nets import upscale
 
     computed = []
     original = upscale.sr_bands

@@ -24,16 +24,17 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import metrics, weights
-from pipeline.benchmark import evaluate_benchmarks
 from pipeline.config import load_params, validate
-from pipeline.crop import crop_dataset
-from pipeline.evaluate import evaluate_dataset
-from pipeline.protocol import score_sets
-from pipeline.published import load_published, other_conventions, published_rows
-from pipeline.report import build_report
-from pipeline.sources import fetch_dataset
-from pipeline.train import train_dataset
+from pipeline.data.crop import crop_dataset
+from pipeline.data.sources import fetch_dataset
+from pipeline.evaluation import metrics
+from pipeline.evaluation.benchmark import evaluate_benchmarks
+from pipeline.evaluation.evaluate import evaluate_dataset
+from pipeline.evaluation.protocol import score_sets
+from pipeline.nets import weights
+from pipeline.reporting.published import load_published, other_conventions, published_rows
+from pipeline.reporting.report import build_report
+from pipeline.training.train import train_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET, SET = "sample-texture", "set5"
@@ -227,7 +228,7 @@ def test_no_benchmark_selected_writes_an_empty_record_without_models(tmp_path):
 
 
 def test_modcrop_keeps_the_top_left_multiple_of_the_scale():
-    from pipeline.protocol import modcrop
+    from pipeline.evaluation.protocol import modcrop
 
     image = np.arange(7 * 10 * 3).reshape(7, 10, 3)
     assert np.array_equal(modcrop(image, 4), image[:4, :8])

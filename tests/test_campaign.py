@@ -12,9 +12,10 @@ import pytest
 import torch
 import yaml
 
-from pipeline import campaign, zoo
+from pipeline.campaign import command as campaign
 from pipeline.errors import ConfigError
-from pipeline.lease_plan import Run
+from pipeline.lease.plan import Run
+from pipeline.training import zoo
 
 from test_lease import REPO, T2, T3, copy_repo
 
@@ -105,9 +106,9 @@ def test_a_second_call_trains_nothing_and_the_profile_selects_what_is_done(toy_c
 
 
 def test_the_train_stage_takes_a_zoo_run_with_the_same_inputs_instead_of_training(toy_campaign, tmp_path):
-    from pipeline.lease_plan import merge
     from pipeline.config import validate
-    from pipeline.train import train_dataset
+    from pipeline.lease.plan import merge
+    from pipeline.training.train import train_dataset
 
     project, _ = toy_campaign
     models = project / "models" / "sample-texture"

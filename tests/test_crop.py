@@ -16,10 +16,10 @@ from skimage import data as skdata
 from pipeline import paths
 from pipeline.config import validate
 from pipeline.config import DOWNSCALE_METHODS
-from pipeline.crop import allocate, crop_dataset, downscale, resize, stable_hash
+from pipeline.data.crop import allocate, crop_dataset, downscale, resize, stable_hash
+from pipeline.data.imageset import MANIFEST_COLUMNS, load_pairs, read_manifest
+from pipeline.data.sources import make_source
 from pipeline.errors import UserError
-from pipeline.imageset import MANIFEST_COLUMNS, load_pairs, read_manifest
-from pipeline.sources import make_source
 
 REPO = Path(__file__).resolve().parents[1]
 HR, SCALE = 32, 4

@@ -26,27 +26,38 @@ CODE_PREFIXES = ("stages/", "pipeline/")
 RESOURCES = {
     "PAPER_RESULTS": "pipeline/resources/gcn_paper_results.csv",
     "PUBLISHED_SR_RESULTS": "pipeline/resources/sr_benchmark_results.csv",
-    "TEMPLATES": "pipeline/templates",
+    "TEMPLATES": "pipeline/reporting/templates",
     # the lease's files: no dvc stage runs pipeline.lease, so they name no stage's deps
-    "DEVICE_PACKAGES": "pipeline/resources/lease-device-packages.txt",
-    "BLOCKER": "pipeline/resources/lease_sitecustomize.py",
+    "DEVICE_PACKAGES": "pipeline/lease/resources/device-packages.txt",
+    "BLOCKER": "pipeline/lease/resources/sitecustomize.py",
 }
 # Snakefile rules that run another dvc stage's command (train_curves: train.py --curves-only).
 RULE_STAGE = {"train_curves": "train"}
 STAGE_CMD = re.compile(r"python (stages/\w+\.py)")
 
 
+def module_file(name: str) -> Path:
+    """The file of a `pipeline` module named relative to the package: `paths`, `data.crop`, ..."""
+    return PACKAGE.joinpath(*name.split(".")).with_suffix(".py")
+
+
 def imported_modules(path: Path) -> set[str]:
-    """The `pipeline` modules a file imports anywhere in it (module level or inside functions)."""
+    """The `pipeline` modules a file imports anywhere in it (module level or inside functions), named relative to
+    the package (`paths`, `data.crop`). A subpackage's __init__.py holds no code (test_package_inits_import_nothing),
+    so importing through it adds no module."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("pipeline.")}
-        elif isinstance(node, ast.ImportFrom) and node.module == "pipeline":
-            # `from pipeline import x`: x is a module when pipeline/x.py exists (else a package attribute)
-            found |= {alias.name for alias in node.names if (PACKAGE / f"{alias.name}.py").is_file()}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline."):
-            found.add(node.module.split(".")[1])
+            found |= {alias.name.split(".", 1)[1] for alias in node.names if alias.name.startswith("pipeline.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "pipeline":
+            base = node.module.split(".", 1)[1] if "." in node.module else ""
+            for alias in node.names:
+                # `from pipeline[.room] import x`: x is a module when its file exists (else an attribute of `base`)
+                name = f"{base}.{alias.name}" if base else alias.name
+                if module_file(name).is_file():
+                    found.add(name)
+                elif base and module_file(base).is_file():
+                    found.add(base)
     return found
 
 
@@ -58,7 +69,7 @@ def module_closure(script: Path) -> set[str]:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo += imported_modules(PACKAGE / f"{name}.py")
+            todo += imported_modules(module_file(name))
     return seen
 
 
@@ -76,8 +87,8 @@ def loaded_names(path: Path) -> set[str]:
 def required_deps(script: str) -> set[str]:
     """The code deps a stage running `script` must list: the script, its module closure, their resources."""
     modules = module_closure(REPO / script)
-    used = set().union(*(loaded_names(PACKAGE / f"{m}.py") for m in modules))
-    return ({script} | {f"pipeline/{m}.py" for m in modules}
+    used = set().union(*(loaded_names(module_file(m)) for m in modules))
+    return ({script} | {module_file(m).relative_to(REPO).as_posix() for m in modules}
             | {path for constant, path in RESOURCES.items() if constant in used})
 
 
@@ -107,32 +118,39 @@ def test_dvc_stage_lists_exactly_the_code_it_runs(name):
 def test_a_missing_or_extra_dep_is_caught():
     """The check itself: a dep taken out of a stage, or one it never runs, is reported."""
     stage = dict(dvc_stages()["crop"])
-    stage["deps"] = [d for d in stage["deps"] if d != "pipeline/paths.py"] + ["pipeline/train.py"]
-    assert dep_problems(stage) == ({"pipeline/paths.py"}, {"pipeline/train.py"})
-    # a late import inside a function counts: evaluate loads pipeline.models only when it runs
-    assert "models" in module_closure(REPO / "stages/evaluate.py")
+    stage["deps"] = [d for d in stage["deps"] if d != "pipeline/paths.py"] + ["pipeline/training/train.py"]
+    assert dep_problems(stage) == ({"pipeline/paths.py"}, {"pipeline/training/train.py"})
+    # a late import inside a function counts: evaluate loads pipeline.nets.networks only when it runs
+    assert "nets.networks" in module_closure(REPO / "stages/evaluate.py")
 
 
 def test_evaluation_does_not_depend_on_the_trainer():
     """choose_device lives in pipeline.device, so an edit to the trainer reruns training alone."""
     for script in ("stages/evaluate.py", "stages/benchmark.py", "stages/report.py"):
-        assert "train" not in module_closure(REPO / script), script
+        assert "training.train" not in module_closure(REPO / script), script
 
 
 def test_resource_constants_name_every_resource():
-    """Every file of pipeline/resources and the templates folder is reached through a RESOURCES constant."""
-    resources = {p.relative_to(REPO).as_posix() for p in (PACKAGE / "resources").iterdir() if p.is_file()}
-    assert resources | {"pipeline/templates"} == set(RESOURCES.values())
+    """Every file of the package's resources folders and the templates folder is reached through a RESOURCES
+    constant."""
+    resources = {p.relative_to(REPO).as_posix() for p in PACKAGE.rglob("resources/*") if p.is_file()
+                 and "__pycache__" not in p.parts}
+    assert resources | {"pipeline/reporting/templates"} == set(RESOURCES.values())
+    modules = [p for p in PACKAGE.rglob("*.py") if "resources" not in p.relative_to(PACKAGE).parts]
     defined = set().union(*(
         {t.id for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.Assign)
-         for t in node.targets if isinstance(t, ast.Name)} for p in PACKAGE.glob("*.py")))
+         for t in node.targets if isinstance(t, ast.Name)} for p in modules))
     assert set(RESOURCES) <= defined
 
 
-def test_package_init_imports_nothing():
-    """pipeline/__init__.py runs with every import but holds no code, so no stage lists it."""
-    tree = ast.parse((PACKAGE / "__init__.py").read_text())
-    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+def test_package_inits_import_nothing():
+    """pipeline/__init__.py and every subpackage's __init__.py run with every import but hold no code, so no stage
+    lists them."""
+    inits = sorted(PACKAGE.rglob("__init__.py"))
+    assert len(inits) > 1
+    for init in inits:
+        tree = ast.parse(init.read_text())
+        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))], init
 
 
 def _snakemake_jobs(params_file: Path) -> list[tuple[str, set[str]]]:

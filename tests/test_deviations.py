@@ -6,8 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline import deviations
 from pipeline.config import apply_overlay, load_params
+from pipeline.reporting import deviations
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_stand_in_and_small_test_set_are_data_deviations(tmp_path):
     # a paper dataset downloaded as a stand-in (Imagenette for ImageNet) says so from its SOURCE.json
     raw = tmp_path / "data" / "raw" / "imagenet"
     raw.mkdir(parents=True)
-    (raw / "SOURCE.json").write_text(json.dumps(   # as pipeline.sources writes it
+    (raw / "SOURCE.json").write_text(json.dumps(   # as pipeline.data.sources writes it
         {"stand_in": True, "stand_in_for": "imagenet", "stand_in_reason": "Imagenette"}))
     assert deviations.paper_dataset(params, "imagenet", tmp_path) == ("imagenet", "Imagenette")
     assert deviations.paper_dataset(params, "dtd", tmp_path) == ("dtd", None)

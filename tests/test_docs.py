@@ -172,7 +172,7 @@ def test_default_run_metrics_show_fits_200_columns(tmp_path):
     """
     from pipeline import paths
     from pipeline.config import load_params
-    from pipeline.evaluate import write_headlines
+    from pipeline.evaluation.evaluate import write_headlines
 
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy2(REPO / name, tmp_path / name)

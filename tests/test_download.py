@@ -1,4 +1,4 @@
-"""pipeline.download against a real HTTP server on 127.0.0.1 (resume, retries, checksums, clear errors)."""
+"""pipeline.data.download against a real HTTP server on 127.0.0.1 (resume, retries, checksums, clear errors)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from pipeline.download import download
+from pipeline.data.download import download
 from pipeline.errors import UserError
 
 BLOB = os.urandom(300_000)

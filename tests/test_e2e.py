@@ -47,8 +47,8 @@ def project(tmp_path_factory, user_cache) -> tuple[Path, dict]:
 
 
 def test_repro_produces_metrics_and_report_for_every_strategy(project):
-    from pipeline import strategies
     from pipeline.config import load_params
+    from pipeline.nets import strategies
 
     work, _ = project
     metrics = json.loads((work / "metrics" / "sample-texture.json").read_text())

@@ -1,7 +1,7 @@
-"""Behaviour tests of the registry entries added as "one entry plus one test" (pipeline/strategies.py).
+"""Behaviour tests of the registry entries added as "one entry plus one test" (pipeline/nets/strategies.py).
 
 The other source documents' losses on tiny networks and seeded random ImageNet backbones built
-through the registry (pipeline.train.backbone_modules, pipeline.weights.random_weights): each test
+through the registry (pipeline.training.train.backbone_modules, pipeline.nets.weights.random_weights): each test
 recomputes the loss from torchvision's own networks, so a wrong layer, distance, scale, weight or
 term fails it.
 """
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from pipeline import strategies, weights
 from pipeline.config import load_params
-from pipeline.train import Trainer, backbone_modules
+from pipeline.nets import strategies, weights
+from pipeline.training.train import Trainer, backbone_modules
 
 REPO = Path(__file__).resolve().parents[1]
 HR, SCALE = 16, 4
@@ -147,10 +147,11 @@ def test_dp_weights_the_resnet_term_dynamically():
 def test_every_entry_trains_two_steps_and_is_a_row_of_table_5(tmp_path):
     """Each registry entry trains through the training loop (its phases, tiny networks, seeded random
     backbones for the weights it declares) for two main iterations, and Table 5 built by
-    pipeline.tables holds a row for it: a new entry cannot silently drop out of training or the tables."""
-    from pipeline import imageset, tables
-    from pipeline.models import load_sr_model
-    from pipeline.train import train_strategy
+    pipeline.reporting.tables holds a row for it: a new entry cannot silently drop out of training or the tables."""
+    from pipeline.data import imageset
+    from pipeline.nets.networks import load_sr_model
+    from pipeline.reporting import tables
+    from pipeline.training.train import train_strategy
 
     params = load_params(REPO / "params.yaml")
     params["crop"].update({"hr_size": HR, "scale": SCALE})

@@ -15,13 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import metrics, weights
 from pipeline.config import load_params
 from pipeline.errors import UserError
-from pipeline.evaluate import COLUMNS, LOW_LEVEL, _finite, evaluate_dataset, selection
+from pipeline.evaluation import metrics
+from pipeline.evaluation.evaluate import COLUMNS, LOW_LEVEL, _finite, evaluate_dataset, selection
 from pipeline.fileio import LABEL_CHARS, merge_record
-from pipeline.report import read_record
-from pipeline.models import Generator, save_generator
+from pipeline.nets import weights
+from pipeline.nets.networks import Generator, save_generator
+from pipeline.reporting.report import read_record
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "tiny"
@@ -35,7 +36,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def _make_project(root: Path, weights_root: Path) -> None:
-    """Crops + manifest (pipeline.imageset's format), a bicubic folder and a random generator folder."""
+    """Crops + manifest (pipeline.data.imageset's format), a bicubic folder and a random generator folder."""
     from skimage import data as skdata
     photo = skdata.astronaut()
     base, rows = root / "data" / "crops" / DATASET, []

@@ -1,4 +1,4 @@
-"""The fast training path (pipeline.fast, train.fast) and the speed benchmark (bench/bench.py).
+"""The fast training path (pipeline.training.fast, train.fast) and the speed benchmark (bench/bench.py).
 
 Tolerances (CPU, where the fast path = crops held as uint8 tensors and batched on the device,
 channels_last, grouped loss read-back):
@@ -9,7 +9,7 @@ channels_last, grouped loss read-back):
 - per-step training losses of bf16 autocast vs fp32 over 30 alternating updates of the same seed and
   data: relative 2e-2 (observed below 5.3e-3 for mse, adv,mse, ran, rec, dis,rec and adv,rec);
 - resume from a checkpoint: bit-identical within one precision (fp32 and bf16).
-The fast path takes bf16 on a CPU only where it computes bf16 natively (pipeline.fast.precision); the
+The fast path takes bf16 on a CPU only where it computes bf16 natively (pipeline.training.fast.precision); the
 tests that pin fp32 behaviour name the precision, so they hold on every CPU.
 """
 
@@ -28,10 +28,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import fast, imageset, paths, strategies
+from pipeline import paths
 from pipeline.config import load_params, validate
+from pipeline.data import imageset
 from pipeline.errors import ConfigError
-from pipeline.train import Trainer, TrainingDiverged, batch_indices, train_dataset
+from pipeline.nets import strategies
+from pipeline.training import fast
+from pipeline.training.train import Trainer, TrainingDiverged, batch_indices, train_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "tiny"

@@ -1,12 +1,13 @@
-"""The landing page's rules (pipeline.landing): smoke runs and the lead version, decided from a run's numbers."""
+"""The landing page's rules (pipeline.reporting.landing): smoke runs and the lead version, decided from a run's numbers."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from pipeline import landing, strategies
-from pipeline.report import list_versions
+from pipeline.nets import strategies
+from pipeline.reporting import landing
+from pipeline.reporting.report import list_versions
 
 TRAINED = [n for n in strategies.NAMES if strategies.get(n).trains_generator][:3]
 

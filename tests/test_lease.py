@@ -1,4 +1,4 @@
-"""The GPU lease (pipeline.lease*): plan, profile, deadline planner, plan skipping, bundle limits, import blocker,
+"""The GPU lease (pipeline.lease): plan, profile, deadline planner, plan skipping, bundle limits, import blocker,
 and the whole lease rehearsed on this CPU (slow: it downloads the shipped files and trains toy runs)."""
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ import pytest
 import torch
 import yaml
 
-from pipeline import crop, paths
-from pipeline import strategies as registry
+from pipeline import paths
 from pipeline.config import apply_overlay, load_params
+from pipeline.data import crop
 from pipeline.errors import ConfigError, UserError
-from pipeline.zoo import restore_from_zoo
-from pipeline.lease_bundle import (MAX_FILE_BYTES, Bundle, check_limits, read_bundle,
+from pipeline.lease.bundle import (MAX_FILE_BYTES, Bundle, check_limits, read_bundle,
                                    update_selection, write_model)
-from pipeline.lease_carry import blocked_modules, left_home, write_blocker
-from pipeline.lease_plan import (Estimate, Run, choose_next, evaluable_selection, load_plan, pending_runs,
+from pipeline.lease.carry import blocked_modules, left_home, write_blocker
+from pipeline.lease.plan import (Estimate, Run, choose_next, evaluable_selection, load_plan, pending_runs,
                                  pick_setting, profile_params, run_digest, simulate, zoo_dir)
-from pipeline.models import Generator, load_sr_model, save_generator
+from pipeline.nets import strategies as registry
+from pipeline.nets.networks import Generator, load_sr_model, save_generator
+from pipeline.training.zoo import restore_from_zoo
 
 REPO = Path(__file__).resolve().parents[1]
 T3 = ["mse", "adv,mse", "srgan", "adv,rec"]
@@ -342,8 +343,8 @@ def test_rehearsal_bundle_is_within_the_device_limits(rehearsal):
 
 def project_with_lease_inputs(repo: Path, plan, root: Path) -> Path:
     """A project folder holding what the lease shipped: the dataset's raw images and the weight archives."""
-    from pipeline.lease_carry import data_dir, weights_dir
-    from pipeline.weights import archives_dir
+    from pipeline.lease.carry import data_dir, weights_dir
+    from pipeline.nets.weights import archives_dir
 
     shutil.copytree(data_dir(repo, plan.dataset), root / paths.raw_dir(plan.dataset))
     archives_dir(root).mkdir(parents=True)
@@ -354,8 +355,8 @@ def project_with_lease_inputs(repo: Path, plan, root: Path) -> Path:
 
 @pytest.mark.slow
 def test_imported_runs_are_up_to_date_for_the_trainer_and_the_zoo_restores_them(rehearsal, tmp_path):
-    from pipeline.lease_bundle import import_bundle
-    from pipeline.lease_rehearsal import not_up_to_date
+    from pipeline.lease.bundle import import_bundle
+    from pipeline.lease.rehearsal import not_up_to_date
 
     repo, out, _ = rehearsal
     plan = load_plan(repo / "configs" / "lease-plan.yaml")
@@ -378,7 +379,7 @@ def test_imported_runs_are_up_to_date_for_the_trainer_and_the_zoo_restores_them(
 
 @pytest.mark.slow
 def test_import_refuses_a_bundle_trained_with_other_parameters(rehearsal, tmp_path):
-    from pipeline.lease_bundle import import_bundle
+    from pipeline.lease.bundle import import_bundle
 
     repo, out, _ = rehearsal
     other = tmp_path / "repo"

@@ -13,7 +13,7 @@ from scipy.ndimage import gaussian_filter, uniform_filter
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from pipeline import metrics
+from pipeline.evaluation import metrics
 
 
 def _pair(seed: int = 0, size: int = 32):

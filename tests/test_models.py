@@ -16,8 +16,8 @@ from torch import nn
 
 from pipeline.config import load_params
 from pipeline.errors import UserError
-from pipeline.models import Bicubic, Extractor, Generator, ResidualBlock, load_sr_model, save_generator
-from pipeline.upscale import super_resolve
+from pipeline.nets.networks import Bicubic, Extractor, Generator, ResidualBlock, load_sr_model, save_generator
+from pipeline.nets.upscale import super_resolve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -237,7 +237,7 @@ def test_bicubic_follows_the_convention_of_the_profiles_lr_images(tmp_path, prof
 
 
 def test_matlab_bicubic_is_imresize_of_the_uint8_image():
-    """Bicubic('matlab') on an LR image (tiled as pipeline.upscale runs it) equals MATLAB's imresize(lr, 4) within one
+    """Bicubic('matlab') on an LR image (tiled as pipeline.nets.upscale runs it) equals MATLAB's imresize(lr, 4) within one
     grey level (tests/matlab_imresize.py: MATLAB's algorithm), on photographs whose overshoots saturate."""
     for photo in ("astronaut", "camera", "coffee"):
         image = getattr(skdata, photo)()[100:196, 100:220]

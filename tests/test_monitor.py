@@ -12,9 +12,13 @@ import pytest
 import torch
 import yaml
 
-from pipeline import imageset, monitor, paths, report, weights
+from pipeline import paths
 from pipeline.config import load_params, validate
+from pipeline.data import imageset
 from pipeline.errors import ConfigError
+from pipeline.nets import weights
+from pipeline.reporting import report
+from pipeline.training import monitor
 from test_train import DATASET, SCALE, tiny_params  # the training tests' tiny networks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,14 +111,14 @@ def test_run_writes_dvclive_losses_validation_and_images(tmp_path):
 
 
 def train_dataset_one(root: Path, name: str, **train) -> Path:
-    from pipeline.train import train_dataset
+    from pipeline.training.train import train_dataset
 
     return train_dataset(watched_params(**train), DATASET, [name], root)[0]
 
 
 def test_validation_scores_the_generator_as_the_evaluate_stage_would(tmp_path):
-    """val_psnr_y / val_ssim_y are the pipeline.metrics values of the saved generator's 8-bit SR images."""
-    from pipeline.models import load_sr_model
+    """val_psnr_y / val_ssim_y are the pipeline.evaluation.metrics values of the saved generator's 8-bit SR images."""
+    from pipeline.nets.networks import load_sr_model
 
     root = project(tmp_path)
     folder = train_dataset_one(root, "mse")
@@ -155,7 +159,7 @@ def test_lpips_alex_logged_when_weights_are_available(tmp_path, weights_root):
 # ---------------------------------------------------------------- validation changes nothing, resume duplicates nothing
 
 def test_validation_leaves_training_bit_identical_and_resume_duplicates_no_step(tmp_path):
-    from pipeline.train import train_dataset
+    from pipeline.training.train import train_dataset
 
     # the plain path logs each step at once, so a kill leaves steps logged after the last checkpoint
     settings = {"iterations": 9, "checkpoint_every": 4, "fast": "off"}
@@ -213,7 +217,7 @@ def test_d_wins_flag_in_config_and_warning(tmp_path, caplog, monkeypatch):
 # ---------------------------------------------------------------- per-dataset overlays, metrics, dvc.yaml, report
 
 def test_export_overlays_every_strategy_and_writes_train_metrics(tmp_path):
-    from pipeline.train import train_dataset
+    from pipeline.training.train import train_dataset
 
     root = project(tmp_path)
     folders = train_dataset(watched_params(seeds=2), DATASET, ["mse", "adv", "bicubic"], root)
@@ -249,7 +253,7 @@ def test_dvc_yaml_declares_the_training_plots_and_metrics():
     # the training summary is an uncached output, not a dvc metric: `dvc metrics show` lists the evaluation only
     outs = {k: v for entry in train["outs"] if isinstance(entry, dict) for k, v in entry.items()}
     assert outs["metrics/${item}-train.json"]["cache"] is False and "metrics" not in train
-    assert "pipeline/monitor.py" in train["deps"] and "eval.weights_order" in train["params"]
+    assert "pipeline/training/monitor.py" in train["deps"] and "eval.weights_order" in train["params"]
     assert set(monitor.CURVES) == {"loss_g", "val_psnr_y", "val_ssim_y", "val_lpips_alex"}
 
 
@@ -259,7 +263,7 @@ def test_report_shows_validation_curves_and_d_wins(tmp_path):
     params = default_params()
     make_workspace(tmp_path, params, seeds=(0,))
     natural = params["datasets"][0]
-    for i, name in enumerate(("mse", "dis")):      # validation rows as pipeline.monitor writes them
+    for i, name in enumerate(("mse", "dis")):      # validation rows as pipeline.training.monitor writes them
         pd.DataFrame({"iteration": [10, 20, 30], "val_psnr_y": [20.0 + i, 21.0 + i, 22.0 + i],
                       "val_ssim_y": [0.5, 0.55, 0.6], "val_lpips_alex": [0.5, 0.45, 0.4]}).to_csv(
             tmp_path / paths.model_dir(natural, name, 0) / "validation.csv", index=False)
@@ -279,7 +283,7 @@ def test_report_shows_validation_curves_and_d_wins(tmp_path):
 
 
 def test_one_job_of_many_leaves_the_overlays_to_the_curves_rule(tmp_path):
-    from pipeline.train import export_monitoring, train_dataset
+    from pipeline.training.train import export_monitoring, train_dataset
 
     root = project(tmp_path)
     train_dataset(watched_params(validate_every=0), DATASET, ["mse"], root, curves=False)

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from pipeline import perceptual, weights
+from pipeline.evaluation import perceptual
+from pipeline.nets import weights
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lpips"
 ORDER = ["cache", "registry"]

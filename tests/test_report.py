@@ -22,12 +22,14 @@ from skimage import data as skdata
 
 from markupsafe import escape as html_escape
 
-from pipeline import deviations, landing, paths, strategies, tables
+from pipeline import paths
 from pipeline.config import load_params
 from pipeline.errors import UserError
-from pipeline.report import (MIN_ENLARGE, MIN_ZOOM_WINDOW, build_report, list_versions, params_hash, report_identity,
+from pipeline.nets import strategies
+from pipeline.reporting import deviations, landing, tables
+from pipeline.reporting.report import (MIN_ENLARGE, MIN_ZOOM_WINDOW, build_report, list_versions, params_hash, report_identity,
                              report_version, zoom_box)
-from test_tables import OFFLINE_REASON as SQUEEZE_REASON  # what pipeline.weights records without weights or network
+from test_tables import OFFLINE_REASON as SQUEEZE_REASON  # what pipeline.nets.weights records without weights or network
 
 REPO = Path(__file__).resolve().parents[1]
 HR, SCALE = 32, 4
@@ -66,7 +68,7 @@ def make_workspace(root: Path, params: dict, n_test: int = 10, squeeze_missing: 
     On the first dataset, TIED have identical per-image values with the lowest L2. ``below_bicubic``:
     bicubic has the best PSNR-Y and perceptual errors everywhere (a smoke run's numbers).
     """
-    from pipeline import evaluate, metrics as metric_fns
+    from pipeline.evaluation import evaluate, metrics as metric_fns
     rng = np.random.default_rng(seed)
     names = list(names)
     _write_json(root / paths.WEIGHTS / "manifest.json", {

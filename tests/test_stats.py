@@ -1,4 +1,4 @@
-"""pipeline.stats on simulated seeds x images data whose answer is known."""
+"""pipeline.evaluation.stats on simulated seeds x images data whose answer is known."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import stats
+from pipeline.evaluation import stats
 
 TRUE_MEAN = 1.0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import strategies
 from pipeline.errors import ConfigError
+from pipeline.nets import strategies
 
 
 def test_select_all_one_alias_and_list():

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import paths, tables
+from pipeline import paths
 from pipeline.config import load_params
+from pipeline.reporting import tables
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = [c.key for c in tables.COLUMNS]
@@ -26,7 +27,7 @@ def paper():
 
 
 def paper_rows() -> dict:
-    """The vendored paper CSV read independently of pipeline.tables."""
+    """The vendored paper CSV read independently of pipeline.reporting.tables."""
     with open(paths.PAPER_RESULTS, newline="") as fh:
         return {(r["dataset"], r["method"]): r for r in csv.DictReader(fh)}
 
@@ -124,7 +125,7 @@ def test_block_cells_best_ranks_diff_and_na(params, paper):
     assert not any("SqueezeNet" in n or "n/a" in n for n in block.notes)
 
 
-# The reason pipeline.weights records when no source has SqueezeNet's weights on a machine without network.
+# The reason pipeline.nets.weights records when no source has SqueezeNet's weights on a machine without network.
 OFFLINE_REASON = (
     "no ImageNet weights for squeezenet1_1 (tried cache, torchvision, registry): cache: no cached copy "
     "(weights/squeezenet1_1.pt with a record in weights/manifest.json); torchvision: "

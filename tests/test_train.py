@@ -17,11 +17,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import imageset, paths, strategies, weights
+from pipeline import paths
 from pipeline.config import apply_overlay, load_params, validate
+from pipeline.data import imageset
 from pipeline.errors import ConfigError, UserError
-from pipeline.models import load_sr_model
-from pipeline.train import (Trainer, TrainingDiverged, batch_indices, flip_mask, hflip, inputs_hash, phases,
+from pipeline.nets import strategies, weights
+from pipeline.nets.networks import load_sr_model
+from pipeline.training.train import (Trainer, TrainingDiverged, batch_indices, flip_mask, hflip, inputs_hash, phases,
                             train_dataset)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +34,7 @@ HR, SCALE = 16, 4
 # ---------------------------------------------------------------- helpers (this file's fixtures)
 
 def write_crops(root: Path, dataset: str = DATASET, n_train: int = 6, seed: int = 0) -> None:
-    """A tiny crops dataset in the crop stage's layout (pipeline.imageset manifest format)."""
+    """A tiny crops dataset in the crop stage's layout (pipeline.data.imageset manifest format)."""
     rng = np.random.default_rng(seed)
     base = root / paths.crops_dir(dataset)
     rows = []

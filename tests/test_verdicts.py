@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import verdicts
+from pipeline.evaluation import verdicts
 
 PARAMS = {"datasets": ["nat", "air"],
           "data": {"nat": {"stand_in_for": "imagenet"}, "air": {"stand_in_for": "sat"}}}

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torchvision
 
-from pipeline import strategies, weights
 from pipeline.errors import UserError
+from pipeline.nets import strategies, weights
 
 
 @pytest.fixture(scope="module")

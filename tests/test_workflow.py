@@ -12,8 +12,8 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
-from pipeline import strategies
 from pipeline.config import load_params, seed_list
+from pipeline.nets import strategies
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_CMD = re.compile(r"python stages/(\w+)\.py --params (\S+)((?: --\w+ \S+)*)")
