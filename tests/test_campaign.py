@@ -52,6 +52,19 @@ def test_plan_rejects_unknown_keys_and_repeated_runs(tmp_path):
         campaign.load_campaign(path)
 
 
+def test_a_plan_with_its_own_zoo_folder_keeps_its_runs_and_status_there(tmp_path):
+    plan = campaign.load_campaign(REPO / "configs" / "photo-plan.yaml")
+    assert plan.zoo == "photo" and plan.status_file == Path("zoo/photo/PLAN.md")
+    assert [(e.dataset, e.zoo_folder, e.run.strategy) for e in plan.entries] == [("kodak24", "photo", "mse")]
+    assert campaign.load_campaign(REPO / campaign.PLAN).status_file == Path("zoo/PLAN.md")
+    assert {e.zoo_folder for e in campaign.load_campaign(REPO / campaign.PLAN).entries} == {"kodak24", "dtd10",
+                                                                                          "sample-aerial"}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({**TOY_PLAN, "datasets": ["sample-texture", "sample-aerial"], "zoo": "mine"}))
+    with pytest.raises(ConfigError, match="zoo: a folder name .* for a plan of one dataset"):
+        campaign.load_campaign(path)
+
+
 def _campaign(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline.campaign", "--plan", "toy-plan.yaml", *args], cwd=project,
                           capture_output=True, text=True, timeout=1200)

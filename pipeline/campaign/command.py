@@ -39,7 +39,7 @@ from pipeline.nets import strategies as registry
 from pipeline.training.zoo import ZOO, half_generator, restore_run, write_zoo, write_zoo_index
 
 PLAN = Path("configs/campaign-plan.yaml")
-PLAN_KEYS = ("profile", "datasets", "jobs", "runs")
+PLAN_KEYS = ("profile", "datasets", "jobs", "runs", "zoo")
 WORK = Path(".campaign")          # job specs, logs and the training tensors of the runs in flight
 # Seconds of one 1000-iteration, 48 px run on one thread of a 2-core CPU in fp32, before any run of the
 # strategy has finished here (then the zoo's own measurements of the same precision replace them).
@@ -49,10 +49,16 @@ DEFAULT_SECONDS = {"mse": 600, "adv,mse": 1300, "srgan": 1500, "adv,rec": 1800, 
 
 @dataclass(frozen=True)
 class Entry:
-    """One planned run: a strategy and a seed on a dataset."""
+    """One planned run: a strategy and a seed on a dataset, kept in zoo/<folder>/ (the dataset's name, unless the
+    plan names another folder)."""
 
     dataset: str
     run: Run
+    folder: str = ""
+
+    @property
+    def zoo_folder(self) -> str:
+        return self.folder or self.dataset
 
     @property
     def key(self) -> str:
@@ -67,6 +73,12 @@ class Campaign:
     datasets: list[str]
     jobs: int
     entries: list[Entry]
+    source: Path = PLAN         # the plan file
+    zoo: str | None = None      # the zoo folder of a one-dataset plan (its PLAN.md there too); None: zoo/<dataset>/
+
+    @property
+    def status_file(self) -> Path:
+        return ZOO / self.zoo / "PLAN.md" if self.zoo else ZOO / "PLAN.md"
 
 
 def load_campaign(path: Path = PLAN) -> Campaign:
@@ -82,20 +94,23 @@ def load_campaign(path: Path = PLAN) -> Campaign:
     if missing:
         raise ConfigError(f"{path}: {missing[0]}: required")
     datasets = list(raw["datasets"])
+    zoo = raw.get("zoo")
+    if zoo is not None and (len(datasets) != 1 or not str(zoo).replace("-", "").replace("_", "").isalnum()):
+        raise ConfigError(f"{path}: zoo: a folder name (letters, digits, - and _) for a plan of one dataset, got {zoo!r}")
     entries: list[Entry] = []
     for i, group in enumerate(raw["runs"]):
         if not isinstance(group, dict) or set(group) != {"seed", "strategies"}:
             raise ConfigError(f"{path}: runs[{i}]: must be a mapping with the keys seed and strategies")
         for dataset in datasets:      # dataset by dataset: a cut-short group leaves whole datasets done
             for name in registry.select(group["strategies"]):
-                entry = Entry(dataset, Run(name, int(group["seed"])))
+                entry = Entry(dataset, Run(name, int(group["seed"])), zoo or "")
                 if entry in entries:
                     raise ConfigError(f"{path}: runs[{i}]: {entry.key} is listed twice")
                 entries.append(entry)
     jobs = int(raw.get("jobs", 2))
     if jobs < 1:
         raise ConfigError(f"{path}: jobs: must be a positive integer, got {jobs}")
-    return Campaign(Path(raw["profile"]), datasets, jobs, entries)
+    return Campaign(Path(raw["profile"]), datasets, jobs, entries, path, zoo)
 
 
 def campaign_params(repo: Path, campaign: Campaign) -> dict:
@@ -131,7 +146,7 @@ def digests(params: dict, campaign: Campaign, root: Path) -> dict[Entry, str]:
 
 def zoo_config(root: Path, entry: Entry) -> dict | None:
     try:
-        return json.loads((zoo_dir(root, entry.dataset, entry.run) / "config.json").read_text())
+        return json.loads((zoo_dir(root, entry.zoo_folder, entry.run) / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
 
@@ -139,7 +154,7 @@ def zoo_config(root: Path, entry: Entry) -> dict | None:
 def in_zoo(root: Path, entry: Entry, digest: str) -> bool:
     config = zoo_config(root, entry)
     return bool(config and config.get("completed") and config.get("inputs_hash") == digest
-                and (zoo_dir(root, entry.dataset, entry.run) / "generator.pt").is_file())
+                and (zoo_dir(root, entry.zoo_folder, entry.run) / "generator.pt").is_file())
 
 
 def estimate_seconds(root: Path, campaign: Campaign, precision: str) -> dict[str, float]:
@@ -180,7 +195,7 @@ def to_zoo(root: Path, entry: Entry) -> None:
     """A finished run of models/ into the zoo (float16 generator), then models/ rebuilt from that zoo copy."""
 
     run_dir = Path(root) / paths.model_dir(entry.dataset, entry.run.slug, entry.run.seed)
-    dest = zoo_dir(root, entry.dataset, entry.run)
+    dest = zoo_dir(root, entry.zoo_folder, entry.run)
     staged = Path(root) / WORK / "zoo-staging" / entry.key
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
@@ -196,26 +211,30 @@ def to_zoo(root: Path, entry: Entry) -> None:
     shutil.rmtree(staged)
     source = Path(root) / paths.raw_dir(entry.dataset) / "SOURCE.json"
     if source.is_file():      # every image's sha256, so a copy obtained another way can be checked
-        shutil.copy2(source, Path(root) / ZOO / entry.dataset / "SOURCE.json")
-    restore_run(Path(root), dest)
+        record = {k: v for k, v in json.loads(source.read_text()).items() if k != "root"}   # root: this machine's
+        atomic_write_text(Path(root) / ZOO / entry.zoo_folder / "SOURCE.json", json.dumps(record, indent=2) + "\n")
+    if not entry.folder:      # models/<dataset>/ as a clone rebuilds it (a run kept in another zoo folder stays as trained)
+        restore_run(Path(root), dest)
 
 
 def write_status(root: Path, campaign: Campaign, done: set[Entry], seconds: dict[str, float], jobs: int) -> str:
-    """zoo/PLAN.md: the plan's runs, done or left, the left ones with their estimated time; returns the text."""
+    """zoo/PLAN.md (zoo/<folder>/PLAN.md for a plan with its own zoo folder): the plan's runs, done or left, the
+    left ones with their estimated time; returns the text."""
+    command = "python -m pipeline.campaign" + ("" if Path(campaign.source) == PLAN else f" --plan {campaign.source}")
     left = [e for e in campaign.entries if e not in done]
     total = sum(seconds[e.run.strategy] for e in left)
-    lines = ["# The CPU campaign's plan (configs/campaign-plan.yaml)", "",
+    lines = [f"# The CPU campaign's plan ({campaign.source})", "",
              f"{len(done)} of {len(campaign.entries)} runs in the zoo; {len(left)} left, estimated "
              f"{total / 3600:.1f} CPU-thread hours ({total / 3600 / jobs:.1f} h with {jobs} jobs at once). "
              "Estimates: the median training time of the zoo's runs of the same strategy and precision, else a "
-             "default. Continue with `python -m pipeline.campaign`.", "",
+             f"default. Continue with `{command}`.", "",
              "| priority | run | state | estimated minutes |", "|---:|---|---|---:|"]
     for i, entry in enumerate(campaign.entries, 1):
         state = "in the zoo" if entry in done else "left"
         minutes = "" if entry in done else f"{seconds[entry.run.strategy] / 60:.0f}"
         lines.append(f"| {i} | {entry.key} | {state} | {minutes} |")
     text = "\n".join(lines) + "\n"
-    atomic_write_text(Path(root) / ZOO / "PLAN.md", text)
+    atomic_write_text(Path(root) / campaign.status_file, text)
     return text
 
 
@@ -224,7 +243,7 @@ def update_profile(repo: Path, campaign: Campaign, done: set[Entry]) -> tuple[li
     from pipeline.lease.bundle import update_selection
 
     runs = list(dict.fromkeys(e.run for e in campaign.entries))
-    everywhere = {run for run in runs if all(Entry(d, run) in done for d in campaign.datasets)}
+    everywhere = {run for run in runs if all(Entry(d, run, campaign.zoo or "") in done for d in campaign.datasets)}
     strategy, seeds = evaluable_selection(everywhere, runs)
     update_selection(Path(repo) / campaign.profile, strategy, seeds)
     return strategy, seeds
@@ -287,7 +306,7 @@ def train_pending(root: Path, repo: Path, params: dict, campaign: Campaign, dige
                 to_zoo(root, entry)
                 done.add(entry)
                 refresh(root, repo, params, campaign, done, jobs)
-                log(f"done {entry.key}: {job.seconds / 60:.1f} min, into {zoo_dir(root, entry.dataset, entry.run)}")
+                log(f"done {entry.key}: {job.seconds / 60:.1f} min, into {zoo_dir(root, entry.zoo_folder, entry.run)}")
             else:
                 failed.append(entry)
                 log(f"FAILED {entry.key} (exit {code}): {job.tail(3)}; log {job.log_path}")
@@ -336,13 +355,13 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{entry.key}: finished before, now in the zoo")
     refresh(root, repo, params, campaign, done, jobs)
     if args.status:
-        print((root / ZOO / "PLAN.md").read_text())
+        print((root / campaign.status_file).read_text())
         return 0
     log(f"campaign: {len(done)} of {len(campaign.entries)} runs in the zoo; training the rest, {jobs} at once")
     failed = train_pending(root, repo, params, campaign, digest_of, done, jobs,
                            None if args.deadline_h is None else args.deadline_h * 3600, log)
     left = [e for e in campaign.entries if e not in done]
-    log(f"campaign: {len(done)} runs in the zoo, {len(left)} left (zoo/PLAN.md)"
+    log(f"campaign: {len(done)} runs in the zoo, {len(left)} left ({campaign.status_file})"
         + (f"; {len(failed)} failed: {', '.join(e.key for e in failed)}" if failed else ""))
     return 1 if failed else 0
 
