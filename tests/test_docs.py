@@ -44,6 +44,7 @@ RUN: list[tuple[str, str | None]] = [
     ("gcn-bench config sample-texture/dis+rec", None),
     ("gcn-bench upscale sample-texture/dis+rec photo.png --out sr/", None),
     ("gcn-bench upscale kodak24/mse photo.png --out sr/", "zoo/kodak24/mse/seed-0/generator.pt"),
+    ("gcn-bench upscale photo/mse photo.png --out sr/", "zoo/photo/mse/seed-0/generator.pt"),
     ("gcn-bench upscale kodak24/mse photo.png --out sr/ --seed 1", "zoo/kodak24/mse/seed-1/generator.pt"),
     ("gcn-bench score sr/ hr/ --csv scores.csv", None),
     ("gcn-bench compare results/sample-texture/per_image.csv", None),
