@@ -208,6 +208,6 @@ def test_snakemake_reruns_exactly_the_jobs_an_edit_affects(smoke_run):
     assert _planned(work, "--config", "params=same.yaml") == {}
     # an edited code file (Snakemake compares checksums, so a mere touch is not a change): the
     # stages that run it and what follows
-    with open(work / "pipeline" / "report.py", "a") as handle:
+    with open(work / "pipeline" / "reporting" / "report.py", "a") as handle:
         handle.write("# edited\n")
     assert _planned(work) == {"report": 1}
