@@ -243,7 +243,8 @@ def update_profile(repo: Path, campaign: Campaign, done: set[Entry]) -> tuple[li
     from pipeline.lease.bundle import update_selection
 
     runs = list(dict.fromkeys(e.run for e in campaign.entries))
-    everywhere = {run for run in runs if all(Entry(d, run, campaign.zoo or "") in done for d in campaign.datasets)}
+    done_runs = {(e.dataset, e.run) for e in done}
+    everywhere = {run for run in runs if all((d, run) in done_runs for d in campaign.datasets)}
     strategy, seeds = evaluable_selection(everywhere, runs)
     update_selection(Path(repo) / campaign.profile, strategy, seeds)
     return strategy, seeds
