@@ -25,7 +25,7 @@ from pipeline.lease.plan import (Estimate, Run, choose_next, evaluable_selection
                                  pick_setting, profile_params, run_digest, simulate, zoo_dir)
 from pipeline.nets import strategies as registry
 from pipeline.nets.networks import Generator, load_sr_model, save_generator
-from pipeline.training.zoo import restore_from_zoo
+from pipeline.training.zoo import restore_from_zoo, take
 
 REPO = Path(__file__).resolve().parents[1]
 T3 = ["mse", "adv,mse", "srgan", "adv,rec"]
@@ -165,11 +165,35 @@ def test_runs_already_imported_are_skipped_in_plan_order(tmp_path):
     params = profile_params(REPO, plan)
     digests = {run: run_digest(params, run, "m" * 64, "v" * 64) for run in plan.runs}
     first, second, third = plan.runs[:3]
-    _saved_run(zoo_dir(tmp_path, plan.dataset, first), first, digests[first])            # committed zoo
+    _saved_run(zoo_dir(tmp_path, plan.zoo_folder, first), first, digests[first])         # committed zoo
     _saved_run(tmp_path / paths.model_dir(plan.dataset, second.slug, second.seed), second, digests[second])
-    _saved_run(zoo_dir(tmp_path, plan.dataset, third), third, "0" * 64)                  # other inputs: retrain
-    pending = pending_runs(plan.runs, digests, tmp_path, plan.dataset)
+    _saved_run(zoo_dir(tmp_path, plan.zoo_folder, third), third, "0" * 64)               # other inputs: retrain
+    pending = pending_runs(plan.runs, digests, tmp_path, plan)
     assert pending == [third] + plan.runs[3:]
+
+
+def test_the_lease_keeps_its_runs_in_a_zoo_folder_apart_from_the_campaigns(tmp_path):
+    plan = load_plan(REPO / "configs" / "lease-plan.yaml")
+    assert plan.dataset == "sample-aerial" and plan.zoo_folder == "paper-aerial"
+    (tmp_path / "plan.yaml").write_text((REPO / "configs" / "lease-plan.yaml").read_text()
+                                        .replace("zoo: paper-aerial", "zoo: ../escape"))
+    with pytest.raises(ConfigError, match="zoo: a folder name"):
+        load_plan(tmp_path / "plan.yaml")
+    without = tmp_path / "without.yaml"
+    without.write_text("\n".join(line for line in (REPO / "configs" / "lease-plan.yaml").read_text().splitlines()
+                                 if not line.startswith("zoo:")))
+    assert load_plan(without).zoo_folder == "sample-aerial"
+
+
+def test_the_trainer_takes_a_zoo_run_from_any_folder_into_its_configs_dataset(tmp_path):
+    run = Run("mse", 0)
+    _saved_run(zoo_dir(tmp_path, "paper-aerial", run), run, "d" * 64)
+    _saved_run(zoo_dir(tmp_path, "sample-aerial", run), run, "e" * 64)      # the campaign's run: other inputs
+    assert take(tmp_path, "sample-aerial", "mse", 0, "f" * 64) is None
+    restored = take(tmp_path, "sample-aerial", "mse", 0, "d" * 64)
+    assert restored == tmp_path / paths.model_dir("sample-aerial", "mse", 0)
+    assert json.loads((restored / "config.json").read_text())["inputs_hash"] == "d" * 64
+    assert not (tmp_path / paths.model_dir("paper-aerial", "mse", 0)).exists()
 
 
 def test_digest_changes_with_the_data_and_vgg_only_for_vgg_strategies():
@@ -283,11 +307,12 @@ def test_blocked_modules_are_those_the_gpu_machine_lacks():
     assert not {"torch", "numpy", "cv2", "skimage", "yaml", "pandas", "scipy", "jinja2", "tqdm"} & blocked
 
 
-def test_left_home_names_the_reports_and_the_other_datasets_zoo_folders(tmp_path):
-    for folder in ("reports/v1", "zoo/sample-aerial/mse", "zoo/kodak24/mse", "zoo/dtd10"):
+def test_left_home_names_the_reports_and_the_zoo_folders_but_the_plans(tmp_path):
+    for folder in ("reports/v1", "zoo/paper-aerial/mse", "zoo/sample-aerial/mse", "zoo/kodak24/mse", "zoo/dtd10"):
         (tmp_path / folder).mkdir(parents=True)
-    assert left_home(tmp_path, "sample-aerial") == [Path("reports"), Path("zoo/dtd10"), Path("zoo/kodak24")]
-    assert left_home(tmp_path / "empty", "sample-aerial") == []
+    assert left_home(tmp_path, "paper-aerial") == [Path("reports"), Path("zoo/dtd10"), Path("zoo/kodak24"),
+                                                   Path("zoo/sample-aerial")]
+    assert left_home(tmp_path / "empty", "paper-aerial") == []
 
 
 def test_preflight_without_the_shipped_folder_is_one_line_and_exit_2(tmp_path):
@@ -306,7 +331,7 @@ def rehearsal(tmp_path_factory, user_cache):
     """`python -m pipeline.lease --rehearse --out DIR` in a copy of the working tree (it prepares .lease/ there)."""
     base = tmp_path_factory.mktemp("lease")
     repo = copy_repo(base / "repo")
-    for folder in left_home(repo, load_plan(repo / "configs" / "lease-plan.yaml").dataset):
+    for folder in left_home(repo, load_plan(repo / "configs" / "lease-plan.yaml").zoo_folder):
         shutil.rmtree(repo / folder)       # as docs/gpu-bundle.md says: what the lease does not read stays home
     env = {**os.environ, "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1"}
     if user_cache is not None:
@@ -371,7 +396,7 @@ def test_imported_runs_are_up_to_date_for_the_trainer_and_the_zoo_restores_them(
     assert not_up_to_date(params, plan.dataset, imported, root) == []
     assert {d: (d / "generator.pt").stat().st_mtime_ns for d in imported} == stamps     # nothing retrained
     shutil.rmtree(root / paths.MODELS)
-    restored = restore_from_zoo(root, plan.dataset)
+    restored = restore_from_zoo(root, plan.zoo_folder)
     assert sorted(restored) == sorted(imported)
     assert not_up_to_date(params, plan.dataset, restored, root) == []
     assert all((d / "dvclive" / "metrics.json").is_file() for d in restored)

@@ -36,7 +36,7 @@ from pipeline.errors import ConfigError, UserError
 from pipeline.fileio import atomic_write_bytes, atomic_write_text
 from pipeline.lease.plan import Run, evaluable_selection, merge, read_overlay, zoo_dir
 from pipeline.nets import strategies as registry
-from pipeline.training.zoo import ZOO, half_generator, restore_run, write_zoo, write_zoo_index
+from pipeline.training.zoo import ZOO, half_generator, holds, restore_run, write_zoo, write_zoo_index
 
 PLAN = Path("configs/campaign-plan.yaml")
 PLAN_KEYS = ("profile", "datasets", "jobs", "runs", "zoo")
@@ -152,9 +152,7 @@ def zoo_config(root: Path, entry: Entry) -> dict | None:
 
 
 def in_zoo(root: Path, entry: Entry, digest: str) -> bool:
-    config = zoo_config(root, entry)
-    return bool(config and config.get("completed") and config.get("inputs_hash") == digest
-                and (zoo_dir(root, entry.zoo_folder, entry.run) / "generator.pt").is_file())
+    return holds(zoo_dir(root, entry.zoo_folder, entry.run), digest)
 
 
 def estimate_seconds(root: Path, campaign: Campaign, precision: str) -> dict[str, float]:

@@ -17,7 +17,7 @@ names, at most 2 folders deep. It holds
 models/<dataset>/<slug>/seed-<k>/ as the trainer would have
 (generator.pt back in float32, loadable by pipeline.nets.networks.load_sr_model) after checking that its
 inputs hash is the one this project computes for the profile here, and copies it into the committed
-model zoo, zoo/<dataset>/<slug>/seed-<k>/ (float16 generator, config.json, log.csv.gz,
+model zoo, zoo/<plan zoo folder>/<slug>/seed-<k>/ (float16 generator, config.json, log.csv.gz,
 validation.csv), from which `restore_from_zoo` rebuilds models/ in a fresh clone.
 """
 
@@ -234,16 +234,16 @@ def import_bundle(bundle: Path, repo: Path, root: Path, plan: Plan, rehearse: bo
         for run_dir, run in checked:
             dest = Path(root) / paths.model_dir(plan.dataset, run.slug, run.seed)
             write_model(run_dir, dest, {"imported_from": str(bundle)})
-            write_zoo(run_dir, zoo_dir(root, plan.dataset, run))
+            write_zoo(run_dir, zoo_dir(root, plan.zoo_folder, run))
             imported.append(dest)
-            print(f"imported {run.key} (lease {lease['id']}) -> {dest} and {zoo_dir(root, plan.dataset, run)}")
+            print(f"imported {run.key} (lease {lease['id']}) -> {dest} and {zoo_dir(root, plan.zoo_folder, run)}")
     write_zoo_index(root)
     if not rehearse:
         digests = {}
         for run in plan.runs:
             needs = needs_vgg19(run.strategy)
             digests[run] = run_digest(params, run, manifest_sha, (vgg_sha or local_vgg19(root)["sha256"]) if needs else None)
-        done = {run for run in plan.runs if is_imported(root, plan.dataset, run, digests[run])}
+        done = {run for run in plan.runs if is_imported(root, plan, run, digests[run])}
         strategy, seeds = evaluable_selection(done, plan.runs)
         update_selection(repo / plan.profile, strategy, seeds)
         print(f"{plan.profile}: strategy {strategy}, train.seeds {seeds} (every run imported so far that "

@@ -86,7 +86,7 @@ def wheel_identity(path: Path) -> tuple[str, str, str]:
 
 def needs_vgg19(repo: Path, plan: Plan, params: dict, rehearse: bool = False) -> bool:
     """Whether a run the lease may train needs VGG19: a VGG strategy of the plan not yet in the zoo."""
-    return any(strategy_needs_vgg19(run.strategy) and (rehearse or not zoo_matches(repo, plan.dataset, run, params))
+    return any(strategy_needs_vgg19(run.strategy) and (rehearse or not zoo_matches(repo, plan.zoo_folder, run, params))
                for run in plan.runs_for(rehearse))
 
 
@@ -170,13 +170,14 @@ def tree_files(repo: Path) -> list[Path]:
     return [Path(n) for n in names if (Path(repo) / n).is_file() and not (Path(repo) / n).is_symlink()]
 
 
-def left_home(repo: Path, dataset: str) -> list[Path]:
+def left_home(repo: Path, zoo_folder: str) -> list[Path]:
     """The working tree's folders the lease never reads on the GPU machine: the committed report versions and the
-    zoo folders of other datasets than the plan's. Deleted from the checkout that ships (git restores them with
-    `git checkout -- reports zoo`), they leave room under the 64 MiB limit; a lease reads only zoo/<dataset>/."""
+    zoo folders other than the plan's (Plan.zoo_folder: other datasets, other profiles such as the CPU campaign's).
+    Deleted from the checkout that ships (git restores them with `git checkout -- reports zoo`), they leave room
+    under the 64 MiB limit; a lease reads only its own zoo folder."""
     repo = Path(repo)
     zoo = repo / "zoo"
-    others = sorted(p for p in zoo.iterdir() if p.is_dir() and p.name != dataset) if zoo.is_dir() else []
+    others = sorted(p for p in zoo.iterdir() if p.is_dir() and p.name != zoo_folder) if zoo.is_dir() else []
     return [p.relative_to(repo) for p in [repo / "reports", *others] if p.exists()]
 
 
@@ -237,7 +238,7 @@ def preflight(repo: Path, plan: Plan, params: dict, rehearse: bool = False) -> d
         raise UserError(f"what goes to the GPU machine is {total / MIB:.1f} MiB, over the {OUTBOUND_LIMIT // MIB} MiB "
                         f"limit (working tree {tree / MIB:.1f}, of which reports {parts['tree_reports'] / MIB:.1f} and "
                         f"zoo {parts['tree_zoo'] / MIB:.1f}; .lease {shipped_bytes / MIB:.1f}); the lease does not read "
-                        f"{' '.join(map(str, left_home(repo, plan.dataset))) or 'nothing else'}: delete them from the "
+                        f"{' '.join(map(str, left_home(repo, plan.zoo_folder))) or 'nothing else'}: delete them from the "
                         f"checkout that ships (git checkout -- reports zoo restores them), see docs/gpu-bundle.md")
     return report
 

@@ -224,7 +224,7 @@ def _pending(repo: Path, plan: Plan, trainable: list[Run], digests: dict, bundle
     record["runs"], pending = {}, []
     for run in trainable:
         model = repo / paths.model_dir(plan.dataset, run.slug, run.seed)
-        if in_zoo(repo, plan.dataset, run, digests[run]):
+        if in_zoo(repo, plan.zoo_folder, run, digests[run]):
             record["runs"][run.key] = {"status": "imported before"}
         elif is_done(model, digests[run]):
             packed = bundle.add(model, f"{plan.dataset}/{run.key}")
@@ -534,8 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.restore:
         from pipeline.training.zoo import restore_from_zoo
 
-        restored = restore_from_zoo(repo, plan.dataset)
-        print(f"restored {len(restored)} models of {plan.dataset} from {repo / 'zoo'}")
+        restored = restore_from_zoo(repo, plan.zoo_folder)
+        print(f"restored {len(restored)} models of {plan.dataset} from {repo / 'zoo' / plan.zoo_folder}")
         return 0
     out = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
     if out is None:

@@ -22,10 +22,10 @@ from pipeline import paths
 from pipeline.config import validate
 from pipeline.errors import ConfigError
 from pipeline.nets import strategies as registry
-from pipeline.training.zoo import run_folder
+from pipeline.training.zoo import holds, run_folder
 
 PLAN = Path("configs/lease-plan.yaml")
-PLAN_KEYS = ("dataset", "profile", "probe_strategy", "runs", "rehearsal")
+PLAN_KEYS = ("dataset", "profile", "probe_strategy", "runs", "rehearsal", "zoo")
 REHEARSAL_KEYS = ("overlay", "runs")
 
 
@@ -42,7 +42,7 @@ class Run:
 
     @property
     def key(self) -> str:
-        """`<slug>/seed-<k>`, the run's folder under models/<dataset>/ and zoo/<dataset>/."""
+        """`<slug>/seed-<k>`, the run's folder under models/<dataset>/ and zoo/<folder>/."""
         return f"{self.slug}/seed-{self.seed}"
 
 
@@ -56,9 +56,15 @@ class Plan:
     probe_strategy: str
     rehearsal_overlay: Path
     rehearsal_runs: list[Run] = field(default_factory=list)
+    zoo: str | None = None      # the plan's zoo folder (zoo/<zoo>/); None: zoo/<dataset>/
 
     def runs_for(self, rehearse: bool) -> list[Run]:
         return self.rehearsal_runs if rehearse else self.runs
+
+    @property
+    def zoo_folder(self) -> str:
+        """The folder under zoo/ that keeps this plan's runs: a profile of its own does not share the campaign's."""
+        return self.zoo or self.dataset
 
 
 def _runs(entries: object, where: str) -> list[Run]:
@@ -99,8 +105,11 @@ def load_plan(path: Path = PLAN) -> Plan:
     if not isinstance(rehearsal, dict) or set(rehearsal) != set(REHEARSAL_KEYS):
         raise ConfigError(f"{path}: rehearsal: must be a mapping with the keys {', '.join(REHEARSAL_KEYS)}")
     probe = registry.select(raw.get("probe_strategy", "adv"))[0]
+    zoo = raw.get("zoo")
+    if zoo is not None and not str(zoo).replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{path}: zoo: a folder name (letters, digits, - and _), got {zoo!r}")
     return Plan(str(raw["dataset"]), Path(raw["profile"]), _runs(raw["runs"], "runs"), probe,
-                Path(rehearsal["overlay"]), _runs(rehearsal["runs"], "rehearsal.runs"))
+                Path(rehearsal["overlay"]), _runs(rehearsal["runs"], "rehearsal.runs"), zoo and str(zoo))
 
 
 # ---------------------------------------------------------------- parameters
@@ -167,8 +176,9 @@ def run_digest(params: dict, run: Run, manifest_sha256: str, vgg_sha256: str | N
 
 # ---------------------------------------------------------------- what is done
 
-def zoo_dir(root: Path, dataset: str, run: Run) -> Path:
-    return run_folder(root, dataset, run.slug, run.seed)
+def zoo_dir(root: Path, folder: str, run: Run) -> Path:
+    """zoo/<folder>/<slug>/seed-<k>/ (the folder: Plan.zoo_folder)."""
+    return run_folder(root, folder, run.slug, run.seed)
 
 
 def _config(folder: Path) -> dict | None:
@@ -178,31 +188,30 @@ def _config(folder: Path) -> dict | None:
         return None
 
 
-def in_zoo(root: Path, dataset: str, run: Run, digest: str) -> bool:
-    """The committed zoo holds a completed result of the run's inputs."""
-    config = _config(zoo_dir(root, dataset, run))
-    return bool(config and config.get("completed") and config.get("inputs_hash") == digest
-                and (zoo_dir(root, dataset, run) / "generator.pt").is_file())
+def in_zoo(root: Path, folder: str, run: Run, digest: str) -> bool:
+    """The committed zoo folder holds a completed result of the run's inputs."""
+    return holds(zoo_dir(root, folder, run), digest)
 
 
-def is_imported(root: Path, dataset: str, run: Run, digest: str) -> bool:
-    """A completed result of the run's inputs in models/<dataset>/ or in the committed zoo."""
+def is_imported(root: Path, plan: Plan, run: Run, digest: str) -> bool:
+    """A completed result of the run's inputs in models/<dataset>/ or in the plan's zoo folder."""
     from pipeline.training.train import is_done   # late import: torch
 
-    return is_done(Path(root) / paths.model_dir(dataset, run.slug, run.seed), digest) or in_zoo(root, dataset, run, digest)
+    return (is_done(Path(root) / paths.model_dir(plan.dataset, run.slug, run.seed), digest)
+            or in_zoo(root, plan.zoo_folder, run, digest))
 
 
-def pending_runs(runs: list[Run], digests: dict[Run, str], root: Path, dataset: str) -> list[Run]:
+def pending_runs(runs: list[Run], digests: dict[Run, str], root: Path, plan: Plan) -> list[Run]:
     """The plan's runs, in order, without those already imported (models/ or zoo/ with the same inputs hash)."""
-    return [run for run in runs if not is_imported(root, dataset, run, digests[run])]
+    return [run for run in runs if not is_imported(root, plan, run, digests[run])]
 
 
-def zoo_matches(root: Path, dataset: str, run: Run, params: dict) -> bool:
+def zoo_matches(root: Path, folder: str, run: Run, params: dict) -> bool:
     """Whether the zoo holds the run trained with these parameters (all the inputs hash covers but the data
     and VGG19 files; enough to decide what a lease must ship, before the crops exist)."""
     from pipeline.training.train import MONITOR_KEYS, seed_params
 
-    config = _config(zoo_dir(root, dataset, run))
+    config = _config(zoo_dir(root, folder, run))
     if not config or not config.get("completed"):
         return False
     wanted = {k: v for k, v in seed_params(params, run.seed)["train"].items() if k not in MONITOR_KEYS}

@@ -1,4 +1,8 @@
-"""The model zoo: trained runs committed to the repository, zoo/<dataset>/<slug>/seed-<k>/.
+"""The model zoo: trained runs committed to the repository, zoo/<folder>/<slug>/seed-<k>/.
+
+The folder is the dataset's name, or a profile's own name when one dataset is trained with several profiles
+(zoo/photo/ beside the campaign's zoo/kodak24/, zoo/paper-aerial/ beside zoo/sample-aerial/); a run's
+config.json names its dataset and inputs hash, so nothing depends on the folder's name.
 
 Each run folder holds generator.pt with float16 weights (`half_generator`), config.json (the inputs hash,
 precision, device, timings), log.csv.gz, validation.csv and pretrain_log.csv. Runs arrive from the CPU
@@ -26,9 +30,9 @@ ZOO = Path("zoo")
 RUN_FILES = ("config.json", "log.csv", "validation.csv", "pretrain_log.csv")
 
 
-def run_folder(root: Path, dataset: str, slug: str, seed: int) -> Path:
-    """zoo/<dataset>/<slug>/seed-<k>/ under `root`."""
-    return Path(root) / ZOO / dataset / slug / f"seed-{seed}"
+def run_folder(root: Path, folder: str, slug: str, seed: int) -> Path:
+    """zoo/<folder>/<slug>/seed-<k>/ under `root`."""
+    return Path(root) / ZOO / folder / slug / f"seed-{seed}"
 
 
 def holds(folder: Path, digest: str) -> bool:
@@ -41,9 +45,17 @@ def holds(folder: Path, digest: str) -> bool:
 
 
 def take(root: Path, dataset: str, slug: str, seed: int, digest: str) -> Path | None:
-    """models/<dataset>/<slug>/seed-<k>/ rebuilt from the zoo when the zoo holds this run's inputs, else None."""
-    folder = run_folder(root, dataset, slug, seed)
-    return restore_run(Path(root), folder) if holds(folder, digest) else None
+    """models/<dataset>/<slug>/seed-<k>/ rebuilt from the zoo when a zoo folder holds this run's inputs, else None.
+
+    zoo/<dataset>/ is looked at first, then every other folder (a profile's own): the inputs hash covers the
+    dataset's crops, so only a run of these very inputs matches."""
+    zoo = Path(root) / ZOO
+    others = sorted(p.name for p in zoo.iterdir() if p.is_dir() and p.name != dataset) if zoo.is_dir() else []
+    for name in [dataset, *others]:
+        folder = run_folder(root, name, slug, seed)
+        if holds(folder, digest):
+            return restore_run(Path(root), folder)
+    return None
 
 
 def half_generator(path: Path) -> tuple[bytes, str]:
@@ -95,8 +107,11 @@ def write_model(run_dir: Path, dest: Path, extra: dict) -> None:
 
 
 def restore_run(root: Path, folder: Path, rebuild_dvclive: bool = True) -> Path:
-    """One zoo run rebuilt into models/<dataset>/<slug>/seed-<k>/ (float32 generator, logs, DVCLive folder)."""
-    dataset, slug, seed = folder.parent.parent.name, folder.parent.name, int(folder.name.removeprefix("seed-"))
+    """One zoo run rebuilt into models/<dataset>/<slug>/seed-<k>/ (float32 generator, logs, DVCLive folder); the
+    dataset is the one config.json names, whatever the zoo folder is called."""
+    config = json.loads((folder / "config.json").read_text())
+    dataset = config.get("dataset") or folder.parent.parent.name
+    slug, seed = folder.parent.name, int(folder.name.removeprefix("seed-"))
     dest = Path(root) / paths.model_dir(dataset, slug, seed)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".zoo-restore-", dir=dest.parent) as tmp:
@@ -114,10 +129,10 @@ def restore_run(root: Path, folder: Path, rebuild_dvclive: bool = True) -> Path:
     return dest
 
 
-def restore_from_zoo(root: Path, dataset: str, rebuild_dvclive: bool = True) -> list[Path]:
-    """models/<dataset>/ rebuilt from the committed zoo (a fresh clone: `dvc repro` then retrains nothing)."""
+def restore_from_zoo(root: Path, folder: str, rebuild_dvclive: bool = True) -> list[Path]:
+    """models/ rebuilt from the runs of zoo/<folder>/ (a fresh clone: `dvc repro` then retrains nothing)."""
     return [restore_run(Path(root), config_path.parent, rebuild_dvclive)
-            for config_path in sorted((Path(root) / ZOO / dataset).glob("*/seed-*/config.json"))]
+            for config_path in sorted((Path(root) / ZOO / folder).glob("*/seed-*/config.json"))]
 
 
 def rebuild_live(model_dir: Path) -> None:
