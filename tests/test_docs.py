@@ -83,6 +83,8 @@ EXEMPT: dict[str, str] = {
     "python stages/configure.py configs/cpu-reference.yaml && dvc repro": "about 2 hours of CPU training",
     "python stages/configure.py configs/campaign.yaml && dvc repro":
         "downloads the campaign's kodak24 and dtd10 archives and evaluates 3 x 256 test crops",
+    "python stages/configure.py configs/campaign.yaml && dvc exp run -S 'datasets=[kodak24]' "
+    "-S 'strategy=[bicubic,cla,srresnet-vgg22]'": "about 15 minutes of CPU training on the campaign's kodak24",
     "python -m pipeline.campaign": "hours of CPU training (the campaign's plan)",
     "python -m pipeline.campaign --deadline-h 3": "up to 3 hours of CPU training",
     "python -m pipeline.campaign --status":
