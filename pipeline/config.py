@@ -24,7 +24,6 @@ LR_SOURCES = ("hr", "source")     # crop.lr_from: the LR image is made from the 
 DEVICES = ("auto", "cpu", "cuda")
 FAST_MODES = ("auto", "on", "off")    # train.fast: the fast training path (pipeline.training.fast); auto = on
 UPSAMPLE_MODES = ("pixelshuffle", "nearest")
-GENERATOR_NORMS = ("batch", "none")    # train.generator.norm: SRGAN's BatchNorm, or none (ESRGAN)
 D_UPDATES = ("separate", "joint")      # train.d_update: the authors' two extractor steps, or one joint step
 HEADS = ("patch", "flatten")           # train.discriminator.head: dense layers per position (authors) or flattened
 DECODER_OUTPUTS = ("tanh", "sigmoid")  # train.discriminator.decoder_output
@@ -47,7 +46,7 @@ TRAIN_KEYS = (
     "generator", "discriminator", "fast", "d_update", "hflip", "bn_momentum", "validate_every", "validate_images",
     "lr_milestones", "lr_gamma", "dp",
 )
-GENERATOR_KEYS = ("blocks", "width", "upsample", "norm")
+GENERATOR_KEYS = ("blocks", "width", "upsample")
 DISCRIMINATOR_KEYS = ("blocks", "width", "dense", "head", "plain_blocks", "decoder_output")
 DP_KEYS = ("k", "resnet_stage")         # train.dp: the DP loss (strategy dp)
 RESNET_STAGES = (1, 2, 3, 4)
@@ -191,7 +190,6 @@ def _validate_train(train: Any) -> None:
     _int(gen.get("blocks", 10), "train.generator.blocks")
     _int(gen.get("width", 64), "train.generator.width")
     _choice(gen.get("upsample", "pixelshuffle"), UPSAMPLE_MODES, "train.generator.upsample")
-    _choice(gen.get("norm", "batch"), GENERATOR_NORMS, "train.generator.norm")
     disc = _mapping(train.get("discriminator", {}), "train.discriminator")
     _check_keys(disc, DISCRIMINATOR_KEYS, "train.discriminator")
     blocks = _int(disc.get("blocks", 8), "train.discriminator.blocks")

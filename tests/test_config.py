@@ -56,7 +56,6 @@ CASES = [
     ("data.dtd.source.url", "ftp://x/y.tar", ["data.dtd.source.url", "https://"]),
     ("train.validate_every", -10, ["train.validate_every", "-10", "integer >= 0"]),
     ("train.validate_images", 0, ["train.validate_images", "positive integer"]),
-    ("train.generator.norm", "group", ["train.generator.norm", "'group'", "batch", "none"]),
     ("eval.benchmarks", ["sample-natural"], ["eval.benchmarks", "'sample-natural'", "set5", "set14", "bsd100"]),
     ("eval.benchmarks", "set5", ["eval.benchmarks", "must be a list", "urban100"]),
 ]

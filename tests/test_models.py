@@ -201,29 +201,6 @@ def test_decoder_output_activation(output, low, high):
         Extractor(image_size=16, blocks=2, decoder=True, decoder_output="relu")
 
 
-def test_generator_without_batchnorm_treats_each_image_alone(tmp_path):
-    torch.manual_seed(0)
-    arch = {"blocks": 2, "width": 8, "upsample": "pixelshuffle", "scale": 4}
-    plain, batch = Generator(**arch, norm="none"), Generator(**arch)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in batch.modules()) == 2 * 2 + 1
-    # the layers it keeps are the paper generator's, under the same state-dict keys
-    assert set(plain.state_dict()) == {k for k in batch.state_dict() if not k.endswith(
-        ("running_mean", "running_var", "num_batches_tracked")) and k not in
-        {f"{name}.{p}" for name, m in batch.named_modules() if isinstance(m, nn.BatchNorm2d) for p in ("weight", "bias")}}
-    # in training mode, BatchNorm makes an image's output depend on the other images of its batch; without it, not
-    x, other = torch.rand(2, 3, 6, 6) * 2 - 1, torch.rand(1, 3, 6, 6) * 2 - 1
-    swapped = torch.cat([x[:1], other])
-    plain.train(), batch.train()
-    assert torch.equal(plain(x)[0], plain(swapped)[0])
-    assert not torch.allclose(batch(x)[0], batch(swapped)[0])
-    save_generator(plain, {**arch, "norm": "none"}, tmp_path / "generator.pt")
-    (tmp_path / "config.json").write_text(json.dumps({"completed": True, "scale": 4}))
-    assert torch.equal(load_sr_model(tmp_path)(x), plain.eval()(x))
-    with pytest.raises(UserError, match="train.generator.norm: invalid value 'group'; valid choices: batch, none"):
-        Generator(**arch, norm="group")
-
-
 def test_load_sr_model_round_trip(tmp_path):
     arch = {"blocks": 2, "width": 8, "upsample": "nearest", "scale": 4}
     g = Generator(**arch)

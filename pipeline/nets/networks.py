@@ -32,7 +32,6 @@ BN_MOMENTUM = 0.2  # torch convention (weight of the new batch); the authors' Ke
 DECODER_BN_MOMENTUM = 0.1  # the authors' decoder uses Keras momentum=0.9, i.e. torch's default
 HEADS = ("patch", "flatten")
 DECODER_OUTPUTS = ("tanh", "sigmoid")
-NORMS = ("batch", "none")       # train.generator.norm
 
 
 def upsampling_factors(scale: int) -> list[int]:
@@ -44,22 +43,14 @@ def upsampling_factors(scale: int) -> list[int]:
     raise UserError(f"crop.scale: {scale} is not supported by the generator; use 2, 3, 4 or 8")
 
 
-def norm_layer(width: int, norm: str, bn_momentum: float) -> nn.Module:
-    """The generator's normalisation: BatchNorm (SRGAN Fig. 4) or none (ESRGAN 3.1; an Identity keeps the
-    layer indices, hence the state-dict keys of the other layers)."""
-    if norm not in NORMS:
-        raise UserError(f"train.generator.norm: invalid value {norm!r}; valid choices: {', '.join(NORMS)}")
-    return nn.BatchNorm2d(width, momentum=bn_momentum) if norm == "batch" else nn.Identity()
-
-
 class ResidualBlock(nn.Module):
-    """conv3x3 - BN - PReLU - conv3x3 - BN, plus the identity skip (SRGAN Fig. 4); `norm="none"` drops the BNs."""
+    """conv3x3 - BN - PReLU - conv3x3 - BN, plus the identity skip (SRGAN Fig. 4)."""
 
-    def __init__(self, width: int, bn_momentum: float = BN_MOMENTUM, norm: str = "batch") -> None:
+    def __init__(self, width: int, bn_momentum: float = BN_MOMENTUM) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(width, width, 3, padding=1), norm_layer(width, norm, bn_momentum), nn.PReLU(width),
-            nn.Conv2d(width, width, 3, padding=1), norm_layer(width, norm, bn_momentum),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width, momentum=bn_momentum), nn.PReLU(width),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width, momentum=bn_momentum),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,20 +66,18 @@ class Generator(nn.Module):
     width * factor^2 maps, then `upsample` is `pixelshuffle` (SRGAN's sub-pixel convolution,
     back to `width` maps) or `nearest` (nearest-neighbour upsampling that keeps the
     width * factor^2 maps, as in the authors' code: Conv2D(256) - UpSampling2D - PReLU).
-    `bn_momentum` is torch's BatchNorm momentum (1 - Keras momentum). `norm="none"` removes every
-    BatchNorm (ESRGAN 3.1: BN's running statistics misfit images unlike the training crops, such as
-    large flat bright areas, and produce artefacts there); the paper's generator has them.
+    `bn_momentum` is torch's BatchNorm momentum (1 - Keras momentum).
     """
 
     def __init__(self, blocks: int = 10, width: int = 64, upsample: str = "pixelshuffle", scale: int = 4,
-                 bn_momentum: float = BN_MOMENTUM, norm: str = "batch") -> None:
+                 bn_momentum: float = BN_MOMENTUM) -> None:
         super().__init__()
         if upsample not in ("pixelshuffle", "nearest"):
             raise UserError(f"train.generator.upsample: invalid value {upsample!r}; valid choices: pixelshuffle, nearest")
         self.scale = scale
         self.head = nn.Sequential(nn.Conv2d(3, width, 9, padding=4), nn.PReLU(width))
-        self.body = nn.Sequential(*[ResidualBlock(width, bn_momentum, norm) for _ in range(blocks)])
-        self.post = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), norm_layer(width, norm, bn_momentum))
+        self.body = nn.Sequential(*[ResidualBlock(width, bn_momentum) for _ in range(blocks)])
+        self.post = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width, momentum=bn_momentum))
         stages: list[nn.Module] = []
         maps = width
         for factor in upsampling_factors(scale):

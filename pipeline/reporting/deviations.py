@@ -77,8 +77,6 @@ CHOICES: tuple[Choice, ...] = (
     Choice("train.generator.upsample", "generator upsampling", "nearest",
            "authors' gcn.py: Conv2D - UpSampling2D (nearest) - PReLU",
            "pixel shuffle (SRGAN) learns sub-pixel filters: other artefacts (checkerboard vs blockiness)"),
-    Choice("train.generator.norm", "generator normalisation", "batch", "paper 4.3.2 (SRResNet, SRGAN Fig. 4)",
-           "without BatchNorm (ESRGAN) no train/test statistics mismatch on images unlike the training crops"),
     Choice("train.d_update", "discriminator updates", "separate",
            "authors' gcn.py: one D step on a real batch, one on a generated batch, then G on a new batch",
            "a joint step on the same batch lets BatchNorm mix real and generated statistics, which changes "

@@ -182,8 +182,6 @@ class Trainer:
         self.arch = {"blocks": int(gen.get("blocks", 10)), "width": int(gen.get("width", 64)),
                      "upsample": gen.get("upsample", "pixelshuffle"), "scale": int(scale),
                      "bn_momentum": bn_momentum}
-        if gen.get("norm", "batch") != "batch":      # only then: the paper generator's arch record stays as it was
-            self.arch["norm"] = gen["norm"]
         disc_arch = {"image_size": hr_size, "blocks": int(disc.get("blocks", 8)),
                      "width": int(disc.get("width", 64)), "dense": int(disc.get("dense", 1024)),
                      "head": disc.get("head", "patch"), "plain_blocks": int(disc.get("plain_blocks", 2)),
