@@ -65,3 +65,18 @@ def test_pairs_only_the_seeds_both_methods_have_and_skips_missing_methods():
     rows = verdicts.verdicts(PARAMS, {"nat": frame("nat", {"srgan": 0.0, "adv,rec": -0.05, "mse": 0.0})})
     assert [(r["claim"].split()[0], r["domain"]) for r in rows] == [("adv,rec", "natural"), ("a", "natural")]
     assert "| **supported** |" in verdicts.markdown(rows)
+
+
+def test_a_verdict_against_an_srgan_worse_than_bicubic_says_srgan_did_not_train():
+    failed = frame("nat", {"bicubic": 0.0, "srgan": 0.2, "adv,rec": -0.05})
+    result = verdicts.adv_rec_vs_srgan(failed, "nat", "natural")
+    assert result.verdict == "supported" and result.caveat.startswith("srgan did not train here")
+    assert "PSNR-Y (-4.00" in result.caveat           # 20 dB per unit of error in `frame`: 0.2 -> -4 dB
+    assert "(caveat: srgan did not train" in verdicts.markdown([vars(result)])
+    trained = frame("nat", {"bicubic": 0.0, "srgan": -0.1, "adv,rec": -0.15})    # perceptually better than bicubic
+    assert verdicts.adv_rec_vs_srgan(trained, "nat", "natural").caveat == ""
+    no_bicubic = frame("nat", {"srgan": 0.2, "adv,rec": -0.05})
+    assert verdicts.adv_rec_vs_srgan(no_bicubic, "nat", "natural").caveat == ""
+    aerial = frame("air", {"bicubic": 0.0, "srgan": -0.1, "adv,rec": -0.12}, seed=2)
+    (contrast,) = verdicts.thesis(pd.concat([failed, aerial]), PARAMS)
+    assert contrast.caveat == "srgan did not train on natural images (worse than bicubic)"

@@ -16,6 +16,10 @@ independently (pipeline.evaluation.stats.contrast_stats). A claim is *supported*
 its side of zero (and, for a family of comparisons, the Holm-adjusted Wilcoxon p-value is below 0.05),
 *refuted* when the interval lies wholly on the other side, and *undecided* otherwise: at this scale the
 data cannot tell.
+
+A verdict against SRGAN carries a caveat when SRGAN did not train: when it is worse than bicubic (the
+untrained upscaler) both perceptually and in PSNR-Y, each interval excluding zero. The verdict is then
+about a failed baseline, not about SRGAN's loss, and says so.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Verdict:
     evidence: str
     seeds: int
     images: int
+    caveat: str = ""
 
 
 def domain_of(params: Mapping, dataset: str) -> str:
@@ -90,6 +95,20 @@ def _difference(diff: np.ndarray) -> dict:
     return result
 
 
+def did_not_train(frame: pd.DataFrame, dataset: str, method: str) -> str:
+    """Why `method` did not train on `dataset` (worse than bicubic in perceptual error and in PSNR-Y, both
+    intervals excluding zero), else ""."""
+    error = paired(frame, dataset, PRIMARY, method, "bicubic")
+    fidelity = paired(frame, dataset, COST, method, "bicubic")
+    if error is None or fidelity is None:
+        return ""
+    error_stats, fidelity_stats = stats.cell_stats(error), stats.cell_stats(fidelity)
+    if error_stats["ci_low"] > 0 and fidelity_stats["ci_high"] < 0:
+        return (f"{method} did not train here: worse than bicubic in LPIPS Alex-lin ({_interval(error_stats)}) "
+                f"and in PSNR-Y ({_interval(fidelity_stats, 2)} dB)")
+    return ""
+
+
 def adv_rec_vs_srgan(frame: pd.DataFrame, dataset: str, domain: str) -> Verdict | None:
     """Table 3's claim on one domain: adv,rec has a lower perceptual error than SRGAN, and at what PSNR-Y cost."""
     diff = paired(frame, dataset, PRIMARY, "adv,rec", "srgan")
@@ -104,7 +123,7 @@ def adv_rec_vs_srgan(frame: pd.DataFrame, dataset: str, domain: str) -> Verdict 
     if cost is not None:
         parts.append(f"PSNR-Y {_interval(stats.cell_stats(cost), 2)} dB")
     return Verdict("adv,rec beats SRGAN in perceptual error", domain, decide(main["ci_low"], main["ci_high"]),
-                   "; ".join(parts), diff.shape[0], diff.shape[1])
+                   "; ".join(parts), diff.shape[0], diff.shape[1], did_not_train(frame, dataset, "srgan"))
 
 
 def learned_vs_mse(frame: pd.DataFrame, dataset: str, domain: str) -> Verdict | None:
@@ -133,19 +152,23 @@ def learned_vs_mse(frame: pd.DataFrame, dataset: str, domain: str) -> Verdict | 
 
 def thesis(frame: pd.DataFrame, params: Mapping) -> list[Verdict]:
     """adv,rec's advantage over SRGAN is larger on each domain far from ImageNet than on natural images."""
-    diffs = {domain_of(params, ds): paired(frame, ds, PRIMARY, "adv,rec", "srgan") for ds in params["datasets"]}
+    domains = {domain_of(params, ds): ds for ds in params["datasets"]}
+    diffs = {domain: paired(frame, ds, PRIMARY, "adv,rec", "srgan") for domain, ds in domains.items()}
     natural = diffs.get("natural")
     if natural is None:
         return []
+    failed = {domain: bool(did_not_train(frame, ds, "srgan")) for domain, ds in domains.items()}
     out = []
     for domain, diff in diffs.items():
         if domain == "natural" or diff is None:
             continue
         contrast = stats.contrast_stats(diff, natural)
+        where = [d for d in ("natural", domain) if failed[d]]
+        caveat = f"srgan did not train on {' and '.join(where)} images (worse than bicubic)" if where else ""
         out.append(Verdict("adv,rec's advantage over SRGAN is larger than on natural images", domain,
                            decide(contrast["ci_low"], contrast["ci_high"]),
                            f"(adv,rec - srgan on {domain}) - (on natural), LPIPS Alex-lin {_interval(contrast)}",
-                           min(diff.shape[0], natural.shape[0]), min(diff.shape[1], natural.shape[1])))
+                           min(diff.shape[0], natural.shape[0]), min(diff.shape[1], natural.shape[1]), caveat))
     return out
 
 
@@ -161,10 +184,14 @@ def verdicts(params: Mapping, frames: Mapping[str, pd.DataFrame]) -> list[dict]:
     return [asdict(v) for v in found]
 
 
+def _caveat(row: Mapping) -> str:
+    return f" (caveat: {row['caveat']})" if row.get("caveat") else ""
+
+
 def markdown(rows: list[dict]) -> str:
     """The verdicts as a markdown table (README, reports/<version>/verdicts.md)."""
     lines = ["| claim | domain | verdict | evidence: mean [95% interval] | seeds x test crops |",
              "|---|---|---|---|---|"]
-    lines += [f"| {r['claim']} | {r['domain']} | **{r['verdict']}** | {r['evidence']} | {r['seeds']} x {r['images']} |"
-              for r in rows]
+    lines += [f"| {r['claim']} | {r['domain']} | **{r['verdict']}**{_caveat(r)} | {r['evidence']} | "
+              f"{r['seeds']} x {r['images']} |" for r in rows]
     return "\n".join(lines) + "\n"
