@@ -36,7 +36,8 @@ from pipeline.errors import ConfigError, UserError
 from pipeline.fileio import atomic_write_bytes, atomic_write_text
 from pipeline.lease.plan import Run, evaluable_selection, merge, read_overlay, zoo_dir
 from pipeline.nets import strategies as registry
-from pipeline.training.zoo import ZOO, half_generator, holds, restore_run, write_zoo, write_zoo_index
+from pipeline.training.zoo import (ZOO, half_generator, holds, is_folder_name, restore_run, write_zoo,
+                                   write_zoo_index)
 
 PLAN = Path("configs/campaign-plan.yaml")
 PLAN_KEYS = ("profile", "datasets", "jobs", "runs", "zoo")
@@ -95,7 +96,7 @@ def load_campaign(path: Path = PLAN) -> Campaign:
         raise ConfigError(f"{path}: {missing[0]}: required")
     datasets = list(raw["datasets"])
     zoo = raw.get("zoo")
-    if zoo is not None and (len(datasets) != 1 or not str(zoo).replace("-", "").replace("_", "").isalnum()):
+    if zoo is not None and (len(datasets) != 1 or not is_folder_name(zoo)):
         raise ConfigError(f"{path}: zoo: a folder name (letters, digits, - and _) for a plan of one dataset, got {zoo!r}")
     entries: list[Entry] = []
     for i, group in enumerate(raw["runs"]):

@@ -234,9 +234,10 @@ def import_bundle(bundle: Path, repo: Path, root: Path, plan: Plan, rehearse: bo
         for run_dir, run in checked:
             dest = Path(root) / paths.model_dir(plan.dataset, run.slug, run.seed)
             write_model(run_dir, dest, {"imported_from": str(bundle)})
-            write_zoo(run_dir, zoo_dir(root, plan.zoo_folder, run))
+            kept = zoo_dir(root, plan.zoo_folder, run)
+            write_zoo(run_dir, kept)
             imported.append(dest)
-            print(f"imported {run.key} (lease {lease['id']}) -> {dest} and {zoo_dir(root, plan.zoo_folder, run)}")
+            print(f"imported {run.key} (lease {lease['id']}) -> {dest} and {kept}")
     write_zoo_index(root)
     if not rehearse:
         digests = {}

@@ -22,7 +22,7 @@ from pipeline import paths
 from pipeline.config import validate
 from pipeline.errors import ConfigError
 from pipeline.nets import strategies as registry
-from pipeline.training.zoo import holds, run_folder
+from pipeline.training.zoo import holds, is_folder_name, run_folder
 
 PLAN = Path("configs/lease-plan.yaml")
 PLAN_KEYS = ("dataset", "profile", "probe_strategy", "runs", "rehearsal", "zoo")
@@ -106,7 +106,7 @@ def load_plan(path: Path = PLAN) -> Plan:
         raise ConfigError(f"{path}: rehearsal: must be a mapping with the keys {', '.join(REHEARSAL_KEYS)}")
     probe = registry.select(raw.get("probe_strategy", "adv"))[0]
     zoo = raw.get("zoo")
-    if zoo is not None and not str(zoo).replace("-", "").replace("_", "").isalnum():
+    if zoo is not None and not is_folder_name(zoo):
         raise ConfigError(f"{path}: zoo: a folder name (letters, digits, - and _), got {zoo!r}")
     return Plan(str(raw["dataset"]), Path(raw["profile"]), _runs(raw["runs"], "runs"), probe,
                 Path(rehearsal["overlay"]), _runs(rehearsal["runs"], "rehearsal.runs"), zoo and str(zoo))

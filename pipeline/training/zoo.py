@@ -30,6 +30,11 @@ ZOO = Path("zoo")
 RUN_FILES = ("config.json", "log.csv", "validation.csv", "pretrain_log.csv")
 
 
+def is_folder_name(name: object) -> bool:
+    """Whether a plan's `zoo:` value can name a folder under zoo/ (letters, digits, - and _)."""
+    return str(name).replace("-", "").replace("_", "").isalnum()
+
+
 def run_folder(root: Path, folder: str, slug: str, seed: int) -> Path:
     """zoo/<folder>/<slug>/seed-<k>/ under `root`."""
     return Path(root) / ZOO / folder / slug / f"seed-{seed}"
